@@ -1,0 +1,472 @@
+//! One table's path into the sink: the [`Dispatcher`] handle producers send through,
+//! and the dispatcher thread that encodes the table's events and hands them, in order,
+//! to the one sink channel.
+//!
+//! `send` → table queue (bounded, [`Builder::dispatcher_capacity`] events, and bounded in
+//! bytes by the memory quota) → dispatcher thread (encodes a run of queued events into
+//! one batch of at most [`MAX_BATCH_EVENTS`] events / [`MAX_BATCH_BYTES`] bytes, without
+//! waiting to fill it) → sink channel.
+//!
+//! [`Builder::dispatcher_capacity`]: crate::Builder::dispatcher_capacity
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Select, Sender};
+use parking_lot::Mutex;
+
+use crate::error::{panic_text, Error, Result, SendError, TrySendError};
+use crate::event::{Event, TableName};
+use crate::heartbeat::DispatcherStatus;
+use crate::manager::{spawn, Shared};
+use crate::progress::{Ack, Progress};
+use crate::quota::{Permit, Refused};
+use crate::sink::{Batch, Message};
+
+/// Most events a dispatcher puts in one batch.
+pub const MAX_BATCH_EVENTS: usize = 256;
+/// Most encoded bytes a dispatcher puts in one batch (a single larger event still goes
+/// alone).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// An event in a table's queue, with the quota it holds.
+struct Queued {
+    event: Event,
+    permit: Permit,
+}
+
+/// What the handle and the thread of one dispatcher share.
+pub(crate) struct DispatcherShared {
+    pub table: TableName,
+    pub progress: Arc<Progress>,
+    queue_tx: Sender<Queued>,
+    /// Held by a sender for its whole `send`, so one table's events enter the queue in
+    /// the order they passed the checks; taken by the thread to seal the queue on close.
+    order: Mutex<Order>,
+    /// Keeps the queue connected if the thread dies, so that its senders stay blocked
+    /// until the watcher has reported and drops the abort line.
+    spare_rx: Mutex<Option<Receiver<Queued>>>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+    removed: AtomicBool,
+}
+
+/// What `send` checks commit ts against.
+#[derive(Default)]
+struct Order {
+    /// Highest commit ts of a row or DDL sent.
+    last_commit_ts: u64,
+    /// Highest watermark sent.
+    resolved: u64,
+}
+
+impl DispatcherShared {
+    /// Tells the thread to drain its queue and exit.
+    pub fn stop(&self) {
+        self.stop_tx.lock().take();
+    }
+
+    /// Drops the spare receiver and what the queue still holds (after a failure).
+    pub fn release(&self) {
+        if let Some(spare) = self.spare_rx.lock().take() {
+            while spare.try_recv().is_ok() {}
+        }
+    }
+
+    pub fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.stop();
+    }
+
+    pub fn status(&self) -> DispatcherStatus {
+        DispatcherStatus {
+            table: self.table.clone(),
+            checkpoint_ts: self.progress.checkpoint_ts(),
+            resolved_ts: self.progress.resolved_ts(),
+            in_flight_events: self.progress.in_flight(),
+            queue_depth: self.queue_tx.len(),
+        }
+    }
+}
+
+/// Starts the dispatcher thread of `table`.
+pub(crate) fn spawn_dispatcher(
+    shared: &Arc<Shared>,
+    table: TableName,
+    sink_tx: Sender<Batch>,
+) -> Result<(Arc<DispatcherShared>, JoinHandle<()>)> {
+    let (queue_tx, queue_rx) = bounded(shared.config.dispatcher_capacity);
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let inner = Arc::new(DispatcherShared {
+        progress: Progress::new(shared.config.start_ts),
+        table: table.clone(),
+        queue_tx,
+        spare_rx: Mutex::new(Some(queue_rx.clone())),
+        order: Mutex::new(Order::default()),
+        stop_tx: Mutex::new(Some(stop_tx)),
+        removed: AtomicBool::new(false),
+    });
+    let worker = Worker {
+        shared: Arc::clone(shared),
+        inner: Arc::clone(&inner),
+        queue_rx,
+        stop_rx,
+        sink_tx,
+    };
+    let name = format!("cf-{}-dispatcher-{table}", shared.config.changefeed);
+    let thread = spawn(name, move || worker.run())?;
+    Ok((inner, thread))
+}
+
+/// How long a send may wait for room.
+#[derive(Clone, Copy)]
+enum Wait {
+    Forever,
+    Until(Instant),
+}
+
+impl Wait {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        }
+    }
+}
+
+/// A producer's handle on one table's dispatcher, from
+/// [`DispatcherManager::add_dispatcher`](crate::DispatcherManager::add_dispatcher).
+///
+/// `Send` and `Sync`; clones share the same dispatcher. Events of one table must be sent
+/// in commit-ts order; concurrent senders on one table are serialised.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<DispatcherShared>,
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(inner: Arc<DispatcherShared>, shared: Arc<Shared>) -> Dispatcher {
+        Dispatcher { inner, shared }
+    }
+
+    /// The dispatcher's table.
+    pub fn table(&self) -> &TableName {
+        &self.inner.table
+    }
+
+    /// Sends one event of this table.
+    ///
+    /// **This call may block**: while the table's queue is full, or while the memory
+    /// quota is used up, until the sink acknowledges earlier events. It is woken at once
+    /// when the changefeed closes or fails, and then returns the event in the error.
+    ///
+    /// Fails at once, without closing anything, for an event of another table
+    /// ([`Error::WrongTable`]), a commit ts below the table's last one or at or below
+    /// its last watermark ([`Error::EventOutOfOrder`]), or an event larger than the
+    /// whole memory quota ([`Error::EventTooLarge`]).
+    pub fn send(&self, event: impl Into<Event>) -> Result<(), SendError> {
+        match self.send_inner(event.into(), Wait::Forever) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Failed(e)) => Err(e),
+            Err(TrySendError::Full(event)) => Err(SendError {
+                event,
+                cause: Error::ChangefeedClosed,
+            }),
+        }
+    }
+
+    /// Like [`send`](Dispatcher::send), but returns [`TrySendError::Full`] instead of
+    /// waiting for room.
+    pub fn try_send(&self, event: impl Into<Event>) -> Result<(), TrySendError> {
+        self.send_inner(event.into(), Wait::Until(Instant::now()))
+    }
+
+    /// Like [`send`](Dispatcher::send), but waits at most `timeout` for room.
+    pub fn send_timeout(
+        &self,
+        event: impl Into<Event>,
+        timeout: Duration,
+    ) -> Result<(), TrySendError> {
+        self.send_inner(event.into(), Wait::Until(Instant::now() + timeout))
+    }
+
+    /// This table's checkpoint: every event of it at or below this commit ts has been
+    /// acknowledged by the sink, so the producer may forget it.
+    pub fn checkpoint_ts(&self) -> u64 {
+        self.inner.progress.checkpoint_ts()
+    }
+
+    fn send_inner(&self, event: Event, wait: Wait) -> Result<(), TrySendError> {
+        let fail = |event, cause| Err(TrySendError::Failed(SendError { event, cause }));
+        if let Some(table) = event.table() {
+            if *table != self.inner.table {
+                let cause = Error::WrongTable {
+                    dispatcher: self.inner.table.clone(),
+                    event: table.clone(),
+                };
+                return fail(event, cause);
+            }
+        }
+        let mut order = match wait {
+            Wait::Forever => self.inner.order.lock(),
+            Wait::Until(deadline) => match self.inner.order.try_lock_until(deadline) {
+                Some(order) => order,
+                None => return Err(TrySendError::Full(event)),
+            },
+        };
+        if self.inner.removed.load(Ordering::Acquire) {
+            let cause = Error::DispatcherRemoved {
+                table: self.inner.table.clone(),
+            };
+            return fail(event, cause);
+        }
+        if !self.shared.is_accepting() {
+            return fail(event, self.shared.refusal());
+        }
+        let ts = event.commit_ts();
+        if let Event::Resolved(_) = event {
+            let min_allowed = order.last_commit_ts.max(order.resolved);
+            if ts < min_allowed {
+                return fail(event, self.out_of_order(ts, min_allowed));
+            }
+            order.resolved = ts;
+            self.inner.progress.resolved(ts);
+            return Ok(());
+        }
+        // Rows of one transaction share a commit ts; a watermark promises nothing at or
+        // below it comes later.
+        let min_allowed = order
+            .last_commit_ts
+            .max(order.resolved.saturating_add((order.resolved > 0) as u64));
+        if ts < min_allowed {
+            return fail(event, self.out_of_order(ts, min_allowed));
+        }
+        let size = event.estimated_size();
+        let limit = self.shared.quota.capacity();
+        if size > limit {
+            let cause = Error::EventTooLarge {
+                table: self.inner.table.clone(),
+                commit_ts: ts,
+                size,
+                limit,
+            };
+            return fail(event, cause);
+        }
+        let permit = match self.shared.quota.acquire(size, wait.deadline()) {
+            Ok(permit) => permit,
+            Err(Refused::Full) => return Err(TrySendError::Full(event)),
+            Err(Refused::Closed) => return fail(event, self.shared.refusal()),
+        };
+        // Counted before it can be acknowledged; taken back if it never enters the queue.
+        self.inner.progress.sent(ts);
+        let item = Queued { event, permit };
+        match send_unless_aborted(
+            &self.inner.queue_tx,
+            item,
+            &self.shared.abort_rx,
+            wait.deadline(),
+        ) {
+            Ok(()) => {
+                order.last_commit_ts = ts;
+                Ok(())
+            }
+            Err((item, why)) => {
+                self.inner.progress.unsent();
+                match why {
+                    Blocked::TimedOut => Err(TrySendError::Full(item.event)),
+                    Blocked::Aborted | Blocked::Disconnected => {
+                        fail(item.event, self.shared.refusal())
+                    }
+                }
+            }
+        }
+    }
+
+    fn out_of_order(&self, commit_ts: u64, min_allowed: u64) -> Error {
+        Error::EventOutOfOrder {
+            table: self.inner.table.clone(),
+            commit_ts,
+            min_allowed,
+        }
+    }
+}
+
+/// Why [`send_unless_aborted`] handed its item back.
+pub(crate) enum Blocked {
+    /// The receiving side is gone.
+    Disconnected,
+    /// The abort line dropped first.
+    Aborted,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Sends `item` on `tx`, blocking until there is room, unless `abort` disconnects or
+/// `deadline` passes first; then the item is handed back with the reason.
+pub(crate) fn send_unless_aborted<T>(
+    tx: &Sender<T>,
+    item: T,
+    abort: &Receiver<()>,
+    deadline: Option<Instant>,
+) -> std::result::Result<(), (T, Blocked)> {
+    let mut select = Select::new();
+    let send_op = select.send(tx);
+    let abort_op = select.recv(abort);
+    let oper = match deadline {
+        None => select.select(),
+        Some(deadline) => match select.select_deadline(deadline) {
+            Ok(oper) => oper,
+            Err(_) => return Err((item, Blocked::TimedOut)),
+        },
+    };
+    match oper.index() {
+        i if i == send_op => oper
+            .send(tx, item)
+            .map_err(|e| (e.into_inner(), Blocked::Disconnected)),
+        i => {
+            debug_assert_eq!(i, abort_op);
+            let _ = oper.recv(abort);
+            Err((item, Blocked::Aborted))
+        }
+    }
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("table", &self.inner.table)
+            .finish()
+    }
+}
+
+/// The dispatcher thread's state.
+struct Worker {
+    shared: Arc<Shared>,
+    inner: Arc<DispatcherShared>,
+    queue_rx: Receiver<Queued>,
+    stop_rx: Receiver<()>,
+    sink_tx: Sender<Batch>,
+}
+
+impl Worker {
+    /// The thread body: any error or panic is handed to the watcher, which reports it
+    /// and closes the changefeed.
+    fn run(self) {
+        let error = match catch_unwind(AssertUnwindSafe(|| self.work())) {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(payload) => Error::DispatcherPanicked {
+                table: self.inner.table.clone(),
+                message: panic_text(&*payload),
+            },
+        };
+        log::debug!("dispatcher of {} failed: {error}", self.inner.table);
+        // Only the first fault matters; the channel holds one.
+        let _ = self.shared.fault_tx.try_send(error);
+    }
+
+    /// Moves queued events to the sink until stopped. `Ok` is a clean stop.
+    fn work(&self) -> Result<()> {
+        let mut carried: Option<Queued> = None;
+        loop {
+            let first = match carried.take() {
+                Some(item) => item,
+                None => select! {
+                    recv(self.queue_rx) -> item => match item {
+                        Ok(item) => item,
+                        Err(_) => return Ok(()),
+                    },
+                    recv(self.stop_rx) -> _ => return self.drain(),
+                    recv(self.shared.abort_rx) -> _ => return Ok(()),
+                },
+            };
+            let (batch, next) = self.build(first)?;
+            carried = next;
+            if !self.deliver(batch) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// On stop: delivers everything queued, then seals the queue.
+    fn drain(&self) -> Result<()> {
+        loop {
+            let mut carried = None;
+            while let Some(first) = carried.take().or_else(|| self.queue_rx.try_recv().ok()) {
+                let (batch, next) = self.build(first)?;
+                carried = next;
+                if !self.deliver(batch) {
+                    return Ok(());
+                }
+            }
+            // A send that passed its checks before the stop holds the order lock until
+            // its event is queued (there is room now): wait for it, then look again.
+            // Later sends see the changefeed closed or the dispatcher removed.
+            let _order = self.inner.order.lock();
+            if self.queue_rx.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Encodes `first` and whatever else is queued right now (without waiting) into one
+    /// batch. A DDL goes alone; one met later is handed back for the next batch.
+    fn build(&self, first: Queued) -> Result<(Batch, Option<Queued>)> {
+        let ddl = matches!(first.event, Event::Ddl(_));
+        let mut messages = Vec::new();
+        let mut permit = first.permit;
+        let mut bytes = self.encode(&first.event, &mut messages)?;
+        let mut events = 1;
+        let mut next = None;
+        while !ddl && events < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            let Ok(item) = self.queue_rx.try_recv() else {
+                break;
+            };
+            if matches!(item.event, Event::Ddl(_)) {
+                next = Some(item);
+                break;
+            }
+            bytes += self.encode(&item.event, &mut messages)?;
+            permit.merge(item.permit);
+            events += 1;
+        }
+        permit.settle(bytes);
+        let batch = Batch {
+            table: self.inner.table.clone(),
+            messages,
+            events,
+            ddl,
+            ack: Ack {
+                progress: Arc::clone(&self.inner.progress),
+                events: events as u64,
+                permit,
+            },
+        };
+        Ok((batch, next))
+    }
+
+    /// Encodes one event; returns the bytes its messages hold.
+    fn encode(&self, event: &Event, out: &mut Vec<Message>) -> Result<usize> {
+        let before = out.len();
+        self.shared.encoder.encode(event, out)?;
+        let size: usize = out[before..].iter().map(Message::charged_size).sum();
+        let limit = self.shared.quota.capacity();
+        if size > limit {
+            return Err(Error::EventTooLarge {
+                table: self.inner.table.clone(),
+                commit_ts: event.commit_ts(),
+                size,
+                limit,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Hands a batch to the sink channel; false once the changefeed is going down.
+    fn deliver(&self, batch: Batch) -> bool {
+        send_unless_aborted(&self.sink_tx, batch, &self.shared.abort_rx, None).is_ok()
+    }
+}

@@ -1,0 +1,119 @@
+//! What the maintainer hears: periodic [`HeartBeat`]s, the one carrying a
+//! [`RunningError`], and the final `closed` one. Also the heartbeat thread.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TrySendError};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::event::TableName;
+use crate::manager::Shared;
+
+/// How long the error heartbeat and the final `closed` heartbeat may wait for room in a
+/// full maintainer channel before they are counted as dropped.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A changefeed's status, sent to the maintainer every heartbeat interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeartBeat {
+    /// The changefeed id.
+    pub changefeed: String,
+    /// The node this manager runs on.
+    pub node: String,
+    /// Everything at or below this commit ts has been acknowledged by the sink: the
+    /// minimum over dispatchers, never below the changefeed's `start_ts`.
+    pub checkpoint_ts: u64,
+    /// The minimum over dispatchers of their last watermark.
+    pub resolved_ts: u64,
+    /// Each dispatcher's status.
+    pub dispatchers: Vec<DispatcherStatus>,
+    /// The error that stopped the changefeed. Set in exactly one heartbeat, sent before
+    /// any sender is released.
+    pub error: Option<RunningError>,
+    /// Set in the last heartbeat, once every thread has stopped.
+    pub closed: bool,
+}
+
+/// The error that stopped a running changefeed, as the maintainer receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunningError {
+    /// When it was seen: RFC 3339 UTC with nanoseconds, e.g. `2026-11-26T03:29:22.123456789Z`.
+    pub time: String,
+    /// The node it happened on.
+    pub node: String,
+    /// The error's [`code`](Error::code), e.g. `CDC:ErrSinkIO`.
+    pub code: String,
+    /// The error's text.
+    pub message: String,
+}
+
+impl RunningError {
+    /// The report of `error` on `node`, stamped now.
+    pub fn new(node: &str, error: &Error) -> RunningError {
+        RunningError {
+            time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            node: node.to_string(),
+            code: error.code().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// One dispatcher's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DispatcherStatus {
+    /// Its table.
+    pub table: TableName,
+    /// Its checkpoint (see [`HeartBeat::checkpoint_ts`]).
+    pub checkpoint_ts: u64,
+    /// Its last watermark, at least `start_ts`.
+    pub resolved_ts: u64,
+    /// Events sent and not yet acknowledged.
+    pub in_flight_events: u64,
+    /// Events waiting in its queue for the dispatcher thread.
+    pub queue_depth: usize,
+}
+
+/// The heartbeat thread: one heartbeat per interval until `stop` disconnects.
+/// Periodic heartbeats never block: a full maintainer channel drops them (counted).
+pub(crate) fn run(shared: Arc<Shared>, maintainer: Sender<HeartBeat>, stop: Receiver<()>) {
+    let interval = shared.config.heartbeat_interval;
+    loop {
+        select! {
+            recv(stop) -> _ => return,
+            default(interval) => {
+                match maintainer.try_send(shared.heartbeat(None, false)) {
+                    Ok(()) => shared.counters.heartbeats_sent.inc(),
+                    Err(TrySendError::Full(_)) => shared.counters.heartbeats_dropped.inc(),
+                    // Nobody listens any more; keep computing status for `status()` only.
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Sends an important heartbeat (the error, or the final one), waiting at most
+/// [`REPORT_TIMEOUT`] for room. Returns whether it was delivered.
+pub(crate) fn send_reliably(shared: &Shared, heartbeat: HeartBeat) -> bool {
+    let Some(maintainer) = &shared.maintainer else {
+        return false;
+    };
+    match maintainer.send_timeout(heartbeat, REPORT_TIMEOUT) {
+        Ok(()) => {
+            shared.counters.heartbeats_sent.inc();
+            true
+        }
+        Err(SendTimeoutError::Timeout(hb)) => {
+            log::error!(
+                "changefeed {}: maintainer channel stayed full for {REPORT_TIMEOUT:?}; dropped heartbeat (error: {:?}, closed: {})",
+                shared.config.changefeed, hb.error, hb.closed
+            );
+            shared.counters.heartbeats_dropped.inc();
+            false
+        }
+        Err(SendTimeoutError::Disconnected(_)) => false,
+    }
+}

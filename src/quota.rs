@@ -1,0 +1,237 @@
+//! The memory quota: a byte budget for everything between `send` and acknowledgement.
+//!
+//! `send` takes a [`Permit`] for the event's estimated size before queueing it; the
+//! permit travels with the event into its batch and is released when it is dropped:
+//! after the sink acknowledged the batch, or when a closed channel drops what it held.
+//! So the quota is fully returned after close whatever path the events took.
+//!
+//! Waiting for quota blocks like a full channel; [`Quota::close`] wakes every waiter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+/// A byte budget shared by every dispatcher of one changefeed.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    capacity: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+    waits: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    used: usize,
+    closed: bool,
+}
+
+/// Why no permit was granted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The quota was closed.
+    Closed,
+    /// The deadline passed (or there was none to wait for).
+    Full,
+}
+
+impl Quota {
+    pub fn new(capacity: usize) -> Arc<Quota> {
+        Arc::new(Quota {
+            capacity,
+            state: Mutex::new(State {
+                used: 0,
+                closed: false,
+            }),
+            freed: Condvar::new(),
+            waits: AtomicU64::new(0),
+        })
+    }
+
+    /// The whole budget in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes held by live permits.
+    pub fn used(&self) -> usize {
+        self.state.lock().used
+    }
+
+    /// How many acquisitions had to wait.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` (at most the capacity), waiting until `deadline` (`None`: forever)
+    /// for others to release. A deadline already passed makes it a try.
+    pub fn acquire(
+        self: &Arc<Self>,
+        bytes: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Permit, Refused> {
+        debug_assert!(bytes <= self.capacity);
+        let mut state = self.state.lock();
+        let mut counted = false;
+        loop {
+            if state.closed {
+                return Err(Refused::Closed);
+            }
+            if state.used + bytes <= self.capacity {
+                state.used += bytes;
+                return Ok(Permit {
+                    quota: Arc::clone(self),
+                    bytes,
+                });
+            }
+            if !counted {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                counted = true;
+            }
+            match deadline {
+                None => self.freed.wait(&mut state),
+                Some(deadline) => {
+                    if self.freed.wait_until(&mut state, deadline).timed_out() {
+                        // One last look: a release may have raced the timeout.
+                        if !state.closed && state.used + bytes <= self.capacity {
+                            continue;
+                        }
+                        return Err(if state.closed {
+                            Refused::Closed
+                        } else {
+                            Refused::Full
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses every later acquisition and wakes every waiter. Permits still release.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.freed.notify_all();
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.used -= bytes;
+        drop(state);
+        self.freed.notify_all();
+    }
+
+    fn grow(&self, bytes: usize) {
+        self.state.lock().used += bytes;
+    }
+}
+
+/// Bytes held against a [`Quota`]; released on drop.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    quota: Arc<Quota>,
+    bytes: usize,
+}
+
+impl Permit {
+    /// Folds `other` into this permit (both must be of the same quota).
+    pub fn merge(&mut self, mut other: Permit) {
+        debug_assert!(Arc::ptr_eq(&self.quota, &other.quota));
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Settles the permit to `bytes` without waiting: shrinking releases the difference,
+    /// growing takes it even past the capacity. Growing never blocks, because the
+    /// dispatcher that settles may itself hold the permits others wait for; the overshoot
+    /// is at most one batch's encoding growth.
+    pub fn settle(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.quota.release(self.bytes - bytes);
+        } else {
+            self.quota.grow(bytes - self.bytes);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.quota.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn permits_return_bytes_on_drop() {
+        let q = Quota::new(100);
+        let a = q.acquire(60, None).unwrap();
+        let mut b = q.acquire(40, None).unwrap();
+        assert_eq!(q.used(), 100);
+        b.settle(10);
+        assert_eq!(q.used(), 70);
+        b.settle(50);
+        assert_eq!(q.used(), 110, "settling up may overshoot");
+        drop(a);
+        b.merge(q.acquire(5, None).unwrap());
+        assert_eq!(q.used(), 55);
+        drop(b);
+        assert_eq!(q.used(), 0);
+    }
+
+    #[test]
+    fn full_quota_is_refused_without_waiting_when_deadline_passed() {
+        let q = Quota::new(10);
+        let _held = q.acquire(10, None).unwrap();
+        assert_eq!(
+            q.acquire(1, Some(Instant::now())).unwrap_err(),
+            Refused::Full
+        );
+        assert_eq!(q.waits(), 1);
+    }
+
+    #[test]
+    fn waiter_wakes_when_bytes_are_released() {
+        let q = Quota::new(10);
+        let held = q.acquire(10, None).unwrap();
+        let q2 = Arc::clone(&q);
+        let waiter = thread::spawn(move || q2.acquire(4, None).map(|p| p.bytes));
+        while q.waits() == 0 {
+            thread::yield_now();
+        }
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Ok(4));
+    }
+
+    #[test]
+    fn close_wakes_every_waiter() {
+        let q = Quota::new(10);
+        let _held = q.acquire(10, None).unwrap();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || q.acquire(1, None).map(|p| p.bytes))
+            })
+            .collect();
+        while q.waits() < 4 {
+            thread::yield_now();
+        }
+        q.close();
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Err(Refused::Closed));
+        }
+        assert_eq!(
+            q.acquire(1, Some(Instant::now() + Duration::from_secs(5)))
+                .unwrap_err(),
+            Refused::Closed
+        );
+    }
+}
