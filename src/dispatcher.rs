@@ -266,7 +266,7 @@ impl Dispatcher {
         match send_unless_aborted(
             &self.inner.queue_tx,
             item,
-            &self.shared.abort_rx,
+            &self.shared.closing_rx,
             wait.deadline(),
         ) {
             Ok(()) => {

@@ -273,6 +273,9 @@ struct Lines {
     spare_rx: Option<Receiver<Batch>>,
     /// Dropped to make every dispatcher, the sink thread and every blocked `send` quit.
     abort_tx: Option<Sender<()>>,
+    /// Dropped when sends stop being accepted (close or failure): wakes blocked `send`s,
+    /// which hand their events back.
+    closing_tx: Option<Sender<()>>,
     heartbeat_stop: Option<Sender<()>>,
 }
 
@@ -293,6 +296,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub encoder: Arc<dyn Encoder>,
     pub abort_rx: Receiver<()>,
+    pub closing_rx: Receiver<()>,
     pub fault_tx: Sender<Error>,
     /// False once sends are refused; the fast path of `send`.
     accepting: AtomicBool,
@@ -378,8 +382,11 @@ impl Shared {
         for d in self.registry.lock().active.values() {
             d.stop();
         }
+        let mut lines = self.lines.lock();
+        lines.closing_tx = None;
         // With every dispatcher gone, the sink thread sees the channel disconnect.
-        self.lines.lock().sink_tx = None;
+        lines.sink_tx = None;
+        drop(lines);
         drop(phase);
         self.phase_changed.notify_all();
         self.signal.notify();
@@ -418,6 +425,16 @@ impl Shared {
         self.phase_changed.notify_all();
     }
 
+    /// `close` gave up on the drain: that is its outcome, unless a failure came first.
+    fn time_out(&self, error: Error) {
+        self.close_timed_out.store(true, Ordering::Relaxed);
+        if let Phase::Closing { outcome } = &mut *self.phase.lock() {
+            if outcome.is_ok() {
+                *outcome = Err(error);
+            }
+        }
+    }
+
     /// Stops every sender at once and frees what the channels hold: refuse sends, close
     /// the quota, drop the abort line, the spare receiver, the manager's sender, the
     /// heartbeat's and every dispatcher's stop line. Idempotent.
@@ -425,6 +442,7 @@ impl Shared {
         self.accepting.store(false, Ordering::Release);
         self.quota.close();
         let mut lines = self.lines.lock();
+        lines.closing_tx = None;
         lines.abort_tx = None;
         if let Some(spare) = lines.spare_rx.take() {
             // Drop what the channel holds now; its permits return their bytes.
@@ -537,6 +555,7 @@ impl DispatcherManager {
     ) -> Result<DispatcherManager> {
         let (sink_tx, sink_rx) = bounded::<Batch>(config.channel_capacity);
         let (abort_tx, abort_rx) = bounded::<()>(0);
+        let (closing_tx, closing_rx) = bounded::<()>(0);
         // Only the first fault matters; later ones are its consequences.
         let (fault_tx, fault_rx) = bounded::<Error>(1);
         let (sink_exit_tx, sink_exit_rx) = bounded::<()>(1);
@@ -548,6 +567,7 @@ impl DispatcherManager {
             counters: Counters::default(),
             encoder: sink.encoder(),
             abort_rx: abort_rx.clone(),
+            closing_rx,
             fault_tx,
             accepting: AtomicBool::new(true),
             cause: Mutex::new(None),
@@ -557,6 +577,7 @@ impl DispatcherManager {
                 sink_tx: Some(sink_tx),
                 spare_rx: Some(sink_rx.clone()),
                 abort_tx: Some(abort_tx),
+                closing_tx: Some(closing_tx),
                 heartbeat_stop: Some(heartbeat_stop),
             }),
             registry: Mutex::default(),
@@ -724,13 +745,13 @@ impl DispatcherManager {
             "changefeed {}: close timed out after {timeout:?}; giving up on the sink",
             shared.config.changefeed
         );
+        shared.time_out(Error::CloseTimeout { timeout });
         if let Some(interrupt) = &self.interrupter {
             interrupt();
         }
-        shared.close_timed_out.store(true, Ordering::Relaxed);
         shared.release();
         shared.join_dispatchers();
-        shared.finish(Some(Err(Error::CloseTimeout { timeout })));
+        shared.finish(None);
         shared.wait_closed(None).unwrap_or(Ok(()))
     }
 

@@ -26,7 +26,7 @@ struct Unflushed {
 }
 
 /// Runs `sink` until the channel has no senders left (a clean stop), the abort line
-/// drops, or the sink fails.
+/// drops, the sink says it has finished, or it fails.
 pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch>) -> Result<()> {
     sink.start()?;
     let batching = sink.batching();
@@ -64,6 +64,9 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
             }
         }
         flush(sink, shared, &mut unflushed)?;
+        if sink.is_finished() {
+            return Ok(());
+        }
     }
     flush(sink, shared, &mut unflushed)
 }

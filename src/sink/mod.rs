@@ -182,6 +182,12 @@ pub trait Sink: Send {
     fn interrupter(&self) -> Option<Interrupter> {
         None
     }
+
+    /// Whether the sink has ended on its own; asked after every flush. A sink that says
+    /// so while the changefeed runs ends it with [`Error::SinkExited`].
+    fn is_finished(&self) -> bool {
+        false
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -202,6 +208,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn interrupter(&self) -> Option<Interrupter> {
         (**self).interrupter()
+    }
+    fn is_finished(&self) -> bool {
+        (**self).is_finished()
     }
 }
 
