@@ -68,8 +68,11 @@ impl DispatcherShared {
         self.stop_tx.lock().take();
     }
 
-    /// Drops the spare receiver and what the queue still holds (after a failure).
+    /// Drops the spare receiver and what the queue still holds (after a failure or a
+    /// close timeout; sends are refused by then). Waits for a send in progress first —
+    /// it is being woken — so that nothing it queues is left behind.
     pub fn release(&self) {
+        let _order = self.order.lock();
         if let Some(spare) = self.spare_rx.lock().take() {
             while spare.try_recv().is_ok() {}
         }
@@ -209,6 +212,11 @@ impl Dispatcher {
                 };
                 return fail(event, cause);
             }
+        }
+        // Checked before taking the order lock too, so that refused producers that keep
+        // pushing never contend with the watcher's release for it.
+        if !self.shared.is_accepting() {
+            return fail(event, self.shared.refusal());
         }
         let mut order = match wait {
             Wait::Forever => self.inner.order.lock(),

@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -300,8 +300,9 @@ pub(crate) struct Shared {
     pub fault_tx: Sender<Error>,
     /// False once sends are refused; the fast path of `send`.
     accepting: AtomicBool,
-    /// Set when a failure closed the changefeed: what refused sends carry.
-    cause: Mutex<Option<Error>>,
+    /// Set when a failure closed the changefeed: what refused sends carry. Read
+    /// without a lock by every refused send.
+    cause: OnceLock<Error>,
     phase: Mutex<Phase>,
     phase_changed: Condvar,
     lines: Mutex<Lines>,
@@ -319,7 +320,7 @@ impl Shared {
     /// Why sends are refused: the error that closed the changefeed, or
     /// [`Error::ChangefeedClosed`].
     pub fn refusal(&self) -> Error {
-        self.cause.lock().clone().unwrap_or(Error::ChangefeedClosed)
+        self.cause.get().cloned().unwrap_or(Error::ChangefeedClosed)
     }
 
     fn all_dispatchers(&self) -> Vec<Arc<DispatcherShared>> {
@@ -414,7 +415,7 @@ impl Shared {
 
     /// After the report: the failure is what closed the changefeed.
     pub fn reported(&self, error: Error) {
-        *self.cause.lock() = Some(error.clone());
+        let _ = self.cause.set(error.clone());
         let mut phase = self.phase.lock();
         if matches!(*phase, Phase::Reporting) {
             *phase = Phase::Closing {
@@ -570,7 +571,7 @@ impl DispatcherManager {
             closing_rx,
             fault_tx,
             accepting: AtomicBool::new(true),
-            cause: Mutex::new(None),
+            cause: OnceLock::new(),
             phase: Mutex::new(Phase::Running),
             phase_changed: Condvar::new(),
             lines: Mutex::new(Lines {
