@@ -71,7 +71,7 @@ POM
 
 echo "kafka-jars.sh: resolving Apache Kafka $version jars with Maven into $libs" >&2
 # Maven's own output goes to stderr so that stdout carries only the libs path.
-if ! mvn -B -q -f "$work/pom.xml" \
+if ! mvn -B -q -Dstyle.color=never -f "$work/pom.xml" \
         org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$work/libs" 1>&2; then
     echo "kafka-jars.sh: Maven could not resolve Apache Kafka $version (is it released on Maven Central?)" >&2

@@ -150,6 +150,9 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
 }
 
+// The errors hand the event back by value, as crossbeam's `SendError(T)` does; boxing
+// them would cost an allocation on every refused send, the hot path after a failure.
+#[allow(clippy::result_large_err)]
 impl Dispatcher {
     pub(crate) fn new(inner: Arc<DispatcherShared>, shared: Arc<Shared>) -> Dispatcher {
         Dispatcher { inner, shared }
