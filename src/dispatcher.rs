@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Select, Sender};
+use crossbeam_channel::{
+    bounded, select, Receiver, Select, Sender, TryRecvError, TrySendError as ChannelFull,
+};
 use parking_lot::Mutex;
 
 use crate::error::{panic_text, Error, Result, SendError, TrySendError};
@@ -323,6 +325,15 @@ pub(crate) fn send_unless_aborted<T>(
     abort: &Receiver<()>,
     deadline: Option<Instant>,
 ) -> std::result::Result<(), (T, Blocked)> {
+    // Fast path: room now (no select machinery, no allocation).
+    let item = match tx.try_send(item) {
+        Ok(()) => return Ok(()),
+        Err(ChannelFull::Disconnected(item)) => return Err((item, Blocked::Disconnected)),
+        Err(ChannelFull::Full(item)) => item,
+    };
+    if abort.try_recv() != Err(TryRecvError::Empty) {
+        return Err((item, Blocked::Aborted));
+    }
     let mut select = Select::new();
     let send_op = select.send(tx);
     let abort_op = select.recv(abort);
@@ -383,7 +394,7 @@ impl Worker {
     fn work(&self) -> Result<()> {
         let mut carried: Option<Queued> = None;
         loop {
-            let first = match carried.take() {
+            let first = match carried.take().or_else(|| self.queue_rx.try_recv().ok()) {
                 Some(item) => item,
                 None => select! {
                     recv(self.queue_rx) -> item => match item {

@@ -4,39 +4,45 @@
 //! commit timestamp of its transaction; per table, commit timestamps never go down.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::ser::{Serialize, Serializer};
 
 /// A table, named by schema (database) and table name.
+///
+/// Cheap to clone (one reference count): every event carries one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    schema: String,
-    table: String,
+pub struct TableName(Arc<Names>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Names {
+    schema: Box<str>,
+    table: Box<str>,
 }
 
 impl TableName {
     /// A table `schema.table`.
     pub fn new(schema: impl Into<String>, table: impl Into<String>) -> TableName {
-        TableName {
-            schema: schema.into(),
-            table: table.into(),
-        }
+        TableName(Arc::new(Names {
+            schema: schema.into().into_boxed_str(),
+            table: table.into().into_boxed_str(),
+        }))
     }
 
     /// The schema (database) name.
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.0.schema
     }
 
     /// The table name.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.0.table
     }
 }
 
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
+        write!(f, "{}.{}", self.schema(), self.table())
     }
 }
 
@@ -302,12 +308,12 @@ impl Event {
         match self {
             Event::Row(r) => {
                 EVENT_OVERHEAD
-                    + r.table.schema.len()
-                    + r.table.table.len()
+                    + r.table.schema().len()
+                    + r.table.table().len()
                     + r.old.iter().chain(&r.new).map(Column::size).sum::<usize>()
             }
             Event::Ddl(d) => {
-                EVENT_OVERHEAD + d.table.schema.len() + d.table.table.len() + d.query.len()
+                EVENT_OVERHEAD + d.table.schema().len() + d.table.table().len() + d.query.len()
             }
             Event::Resolved(_) => EVENT_OVERHEAD,
         }

@@ -33,12 +33,15 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
     let abort = &shared.abort_rx;
     let mut unflushed = Unflushed::default();
     loop {
-        let first = select! {
+        let first = match batches.try_recv() {
+            Ok(batch) => batch,
+            Err(_) => select! {
             recv(batches) -> batch => match batch {
                 Ok(batch) => batch,
                 Err(_) => break,
             },
             recv(abort) -> _ => return Ok(()),
+            },
         };
         write(sink, shared, first, &mut unflushed)?;
         let linger_until = Instant::now() + batching.linger;

@@ -94,12 +94,15 @@ fn kafka_3_broker_round_trips_records() {
 #[test]
 fn kafka_broker_restarts_on_same_port_with_its_data() {
     let mut broker = Broker::start(KAFKA_3);
-    broker.create_topic("kept", 1);
+    broker.create_topics(&[("kept", 1), ("kept.other", 4)]);
     let bootstrap = broker.bootstrap();
     let mut producer = Producer::from_hosts(vec![bootstrap.clone()])
         .with_required_acks(RequiredAcks::All)
         .create()
         .expect("producer");
+    let topics = producer.client().topics();
+    assert_eq!(topics.partitions("kept").map(|ps| ps.len()), Some(1));
+    assert_eq!(topics.partitions("kept.other").map(|ps| ps.len()), Some(4));
     let before = [Record::from_value("kept", "before".as_bytes()).with_partition(0)];
     let confirms = producer.send_all(&before).expect("send_all");
     assert_eq!(confirms[0].partition_confirms[0].offset, Ok(0));

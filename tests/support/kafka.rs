@@ -104,6 +104,18 @@ pub struct ToolOutput {
     pub stderr: String,
 }
 
+impl std::fmt::Display for ToolOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
 impl Broker {
     /// Starts a broker of Apache Kafka `version` (e.g. [`KAFKA_3`]) and waits until it
     /// serves requests. Panics, with the broker log, when it cannot start within 60 s.
@@ -244,6 +256,35 @@ impl Broker {
     /// Like [`Broker::create_topic`], with topic configs, e.g.
     /// `[("message.timestamp.type", "LogAppendTime"), ("max.message.bytes", "100000")]`.
     pub fn create_topic_with_config(&self, name: &str, partitions: u32, config: &[(&str, &str)]) {
+        self.run_topic_create(name, partitions, config);
+        self.wait_for_leaders(&[(name, partitions)]);
+    }
+
+    /// Creates several topics `(name, partitions)` at once: the TopicCommand runs go in
+    /// parallel, then one `--describe` poll covers them all. Cheaper than one
+    /// [`Broker::create_topic`] per topic.
+    pub fn create_topics(&self, topics: &[(&str, u32)]) {
+        thread::scope(|scope| {
+            let runs: Vec<_> = topics
+                .iter()
+                .map(|&(name, partitions)| {
+                    scope.spawn(move || {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.run_topic_create(name, partitions, &[])
+                        }))
+                    })
+                })
+                .collect();
+            for run in runs {
+                if let Err(panic) = run.join().expect("topic creation thread") {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        });
+        self.wait_for_leaders(topics);
+    }
+
+    fn run_topic_create(&self, name: &str, partitions: u32, config: &[(&str, &str)]) {
         let bootstrap = self.bootstrap();
         let partitions_arg = partitions.to_string();
         let mut args = vec![
@@ -264,34 +305,45 @@ impl Broker {
         }
         let out = self.run_tool("org.apache.kafka.tools.TopicCommand", &args, TOOL_TIMEOUT);
         if !out.status.success() {
-            self.fail(&format!("TopicCommand --create {name} failed: {out:?}"));
+            self.fail(&format!("TopicCommand --create {name} failed: {out}"));
         }
-        self.wait_for_leaders(name, partitions);
     }
 
-    /// Polls `TopicCommand --describe` until all `partitions` of `topic` have a leader,
-    /// then checks that the `kafka` crate's metadata sees the same (what a producer
-    /// created afterwards will see).
-    fn wait_for_leaders(&self, topic: &str, partitions: u32) {
+    /// Polls `TopicCommand --describe` until every partition of the `topics`
+    /// `(name, partitions)` has a leader, then checks that the `kafka` crate's metadata
+    /// sees the same (what a producer created afterwards will see).
+    fn wait_for_leaders(&self, topics: &[(&str, u32)]) {
         let deadline = Instant::now() + TOPIC_TIMEOUT;
         let bootstrap = self.bootstrap();
+        // --describe takes a regular expression; topic names are [A-Za-z0-9._-].
+        let pattern = format!(
+            "^({})$",
+            topics
+                .iter()
+                .map(|(name, _)| name.replace('.', "\\."))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
         let args = [
             "--bootstrap-server",
             &bootstrap,
             "--describe",
             "--topic",
-            topic,
+            &pattern,
         ];
         loop {
             let out = self.run_tool("org.apache.kafka.tools.TopicCommand", &args, TOOL_TIMEOUT);
             let led = partitions_with_leader(&out.stdout);
-            if out.status.success() && led.len() == partitions as usize {
+            let ready = topics.iter().all(|(name, partitions)| {
+                (0..*partitions as i32).all(|p| led.contains(&(name.to_string(), p)))
+            });
+            if out.status.success() && ready {
                 break;
             }
             if Instant::now() >= deadline {
                 self.fail(&format!(
-                    "topic {topic}: not every one of its {partitions} partitions had a leader \
-                     within {TOPIC_TIMEOUT:?}; last describe: {out:?}"
+                    "topics {topics:?}: not every partition had a leader within \
+                     {TOPIC_TIMEOUT:?}; last describe: {out}"
                 ));
             }
             thread::sleep(POLL);
@@ -299,26 +351,37 @@ impl Broker {
         loop {
             let mut client = KafkaClient::new(vec![bootstrap.clone()]);
             let last = match client.load_metadata_all() {
-                Ok(()) => match client.topics().partitions(topic) {
-                    Some(ps)
-                        if ps.len() == partitions as usize
-                            && ps.available_ids().len() == partitions as usize =>
-                    {
+                Ok(()) => {
+                    let missing: Vec<String> = topics
+                        .iter()
+                        .filter_map(
+                            |&(name, partitions)| match client.topics().partitions(name) {
+                                Some(ps)
+                                    if ps.len() == partitions as usize
+                                        && ps.available_ids().len() == partitions as usize =>
+                                {
+                                    None
+                                }
+                                Some(ps) => Some(format!(
+                                    "{name}: {} partitions, {} with a leader",
+                                    ps.len(),
+                                    ps.available_ids().len()
+                                )),
+                                None => Some(format!("{name}: not in metadata")),
+                            },
+                        )
+                        .collect();
+                    if missing.is_empty() {
                         return;
                     }
-                    Some(ps) => format!(
-                        "{} partitions, {} with a leader",
-                        ps.len(),
-                        ps.available_ids().len()
-                    ),
-                    None => "topic not in metadata".to_owned(),
-                },
+                    missing.join("; ")
+                }
                 Err(e) => format!("metadata request failed: {e:?}"),
             };
             if Instant::now() >= deadline {
                 self.fail(&format!(
-                    "topic {topic}: the kafka crate's metadata did not show {partitions} \
-                     partitions with leaders within {TOPIC_TIMEOUT:?}; last: {last}"
+                    "the kafka crate's metadata did not show every partition of {topics:?} \
+                     with a leader within {TOPIC_TIMEOUT:?}; last: {last}"
                 ));
             }
             thread::sleep(POLL);
@@ -439,7 +502,7 @@ impl Broker {
         ];
         let out = self.run_tool("kafka.tools.StorageTool", &args, TOOL_TIMEOUT);
         if !out.status.success() {
-            self.fail(&format!("StorageTool format failed: {out:?}"));
+            self.fail(&format!("StorageTool format failed: {out}"));
         }
     }
 
@@ -931,8 +994,9 @@ fn new_temp_dir() -> PathBuf {
     dir
 }
 
-/// Partition ids of a `TopicCommand --describe` output whose leader is a broker id.
-fn partitions_with_leader(describe: &str) -> Vec<i32> {
+/// `(topic, partition)` of every line of a `TopicCommand --describe` output whose leader
+/// is a broker id.
+fn partitions_with_leader(describe: &str) -> Vec<(String, i32)> {
     let field = |line: &str, name: &str| -> Option<String> {
         let mut it = line.split_whitespace();
         while let Some(w) = it.next() {
@@ -945,9 +1009,10 @@ fn partitions_with_leader(describe: &str) -> Vec<i32> {
     describe
         .lines()
         .filter_map(|line| {
+            let topic = field(line, "Topic:")?;
             let partition = field(line, "Partition:")?.parse::<i32>().ok()?;
             let leader = field(line, "Leader:")?.parse::<i32>().ok()?;
-            (leader >= 0).then_some(partition)
+            (leader >= 0).then_some((topic, partition))
         })
         .collect()
 }
