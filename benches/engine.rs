@@ -143,7 +143,7 @@ impl Sink for FailOnCue {
     fn encoder(&self) -> Arc<dyn Encoder> {
         Arc::new(Empty)
     }
-    fn write(&mut self, _batch: &Batch) -> changefeed::Result<()> {
+    fn write(&mut self, _batch: &mut Batch) -> changefeed::Result<()> {
         let _ = self.cue.recv();
         *self.failed_at.lock() = Some(Instant::now());
         Err(changefeed::Error::io(

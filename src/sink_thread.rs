@@ -77,20 +77,16 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
 fn write(
     sink: &mut dyn Sink,
     shared: &Shared,
-    batch: Batch,
+    mut batch: Batch,
     unflushed: &mut Unflushed,
 ) -> Result<()> {
-    if batch.is_ddl() {
+    let ddl = batch.is_ddl();
+    if ddl {
         flush(sink, shared, unflushed)?;
     }
-    sink.write(&batch)?;
-    unflushed.bytes += batch
-        .messages
-        .iter()
-        .map(Message::charged_size)
-        .sum::<usize>();
+    unflushed.bytes += batch.messages.iter().map(Message::charged_size).sum::<usize>();
     unflushed.messages += batch.messages.len();
-    let ddl = batch.is_ddl();
+    sink.write(&mut batch)?;
     // The messages are the sink's now (written or buffered); the quota stays held by
     // the ack until the flush makes them durable.
     unflushed.acks.push(batch.ack);

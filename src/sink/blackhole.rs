@@ -66,7 +66,7 @@ impl Sink for BlackholeSink {
         Arc::new(NoEncoding)
     }
 
-    fn write(&mut self, batch: &Batch) -> Result<()> {
+    fn write(&mut self, batch: &mut Batch) -> Result<()> {
         self.counts
             .events
             .fetch_add(batch.events() as u64, Ordering::Relaxed);

@@ -85,7 +85,7 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn write(&mut self, batch: &Batch) -> Result<()> {
+    fn write(&mut self, batch: &mut Batch) -> Result<()> {
         let context = self.context("writing");
         let out = self.out()?;
         let mut written = || -> io::Result<()> {

@@ -75,7 +75,7 @@ impl Sink for MemorySink {
         Arc::clone(&self.encoder)
     }
 
-    fn write(&mut self, batch: &Batch) -> Result<()> {
+    fn write(&mut self, batch: &mut Batch) -> Result<()> {
         let held = self.store.lock().len() + self.pending.len();
         if held + batch.messages().len() > self.capacity {
             return Err(Error::SinkFull {

@@ -45,7 +45,7 @@ pub struct Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartitionChoice {
     /// `hash % partition count`.
-    Hash(u32),
+    Hash(u64),
     /// One fixed partition (0-based); out-of-range is clamped to the last one.
     Fixed(i32),
     /// Every partition (DDL in some protocols).
@@ -111,6 +111,12 @@ impl Batch {
         &self.messages
     }
 
+    /// Takes the messages out of the batch, for a sink that keeps them until its flush
+    /// (the batch's memory stays accounted until the flush acknowledges it).
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+
     /// How many events the batch encodes (an event may encode to several messages).
     pub fn events(&self) -> usize {
         self.events
@@ -165,8 +171,9 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// Takes one batch. May buffer it until [`flush`](Sink::flush).
-    fn write(&mut self, batch: &Batch) -> Result<()>;
+    /// Takes one batch. May buffer it until [`flush`](Sink::flush), reading its
+    /// messages or taking them with [`Batch::take_messages`].
+    fn write(&mut self, batch: &mut Batch) -> Result<()>;
 
     /// Makes everything written so far durable. The batches written before a successful
     /// flush are acknowledged.
@@ -197,7 +204,7 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn start(&mut self) -> Result<()> {
         (**self).start()
     }
-    fn write(&mut self, batch: &Batch) -> Result<()> {
+    fn write(&mut self, batch: &mut Batch) -> Result<()> {
         (**self).write(batch)
     }
     fn flush(&mut self) -> Result<()> {

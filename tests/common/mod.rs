@@ -167,7 +167,7 @@ impl Sink for FaultSink {
         Arc::new(TestEncoder)
     }
 
-    fn write(&mut self, batch: &Batch) -> changefeed::Result<()> {
+    fn write(&mut self, batch: &mut Batch) -> changefeed::Result<()> {
         let n = self.control.batches.fetch_add(1, Ordering::SeqCst);
         if let Some((after, fault)) = self.fault {
             if n == after {

@@ -1,0 +1,1 @@
+//! Routing rows to topics and partitions (placeholder until the router lands).
