@@ -23,7 +23,8 @@
 //! | `CDC:ErrThreadSpawn` | the OS refused to start a thread | yes |
 //! | `CDC:ErrKafkaInvalidConfig` | a `kafka://` URI or [`KafkaSinkConfig`](crate::sink::kafka::KafkaSinkConfig) value is invalid or unsupported | no |
 //! | `CDC:ErrKafkaTopicNotExists` | a topic is missing from the brokers' metadata | yes |
-//! | `CDC:ErrKafkaSendMessage` | producing failed after every retry | yes |
+//! | `CDC:ErrKafkaNewProducer` | no broker could be reached (or no producer created) after every retry | yes |
+//! | `CDC:ErrKafkaSendMessage` | producing failed after every retry, or the broker refused it for good | yes |
 //! | `CDC:ErrKafkaUnsupportedBroker` | the broker is Kafka 4.0 or newer, which no longer speaks protocol v0 | no |
 //!
 //! "Retryable" is the advice a supervisor follows: restarting from the checkpoint may
@@ -116,8 +117,10 @@ pub enum Error {
         key: String,
         /// The encoded size in bytes.
         size: usize,
-        /// The sink's limit in bytes.
-        limit: usize,
+        /// The limit in bytes (e.g. Kafka's `max-message-bytes`), or `None` when the
+        /// broker rejected it against a limit of its own (the topic's
+        /// `max.message.bytes`).
+        limit: Option<usize>,
     },
     /// A table's commit ts went backwards.
     EventOutOfOrder {
@@ -174,6 +177,11 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// No broker could be reached, or no producer created, after every retry.
+    KafkaNewProducer {
+        /// What failed, with the last error.
+        reason: String,
+    },
     /// Producing to Kafka failed after every retry.
     KafkaSendMessage {
         /// What failed, with the last error.
@@ -220,6 +228,7 @@ impl Error {
             Error::ThreadSpawn { .. } => "CDC:ErrThreadSpawn",
             Error::KafkaInvalidConfig { .. } => "CDC:ErrKafkaInvalidConfig",
             Error::KafkaTopicNotExists { .. } => "CDC:ErrKafkaTopicNotExists",
+            Error::KafkaNewProducer { .. } => "CDC:ErrKafkaNewProducer",
             Error::KafkaSendMessage { .. } => "CDC:ErrKafkaSendMessage",
             Error::KafkaUnsupportedBroker { .. } => "CDC:ErrKafkaUnsupportedBroker",
         }
@@ -239,6 +248,7 @@ impl Error {
                 | Error::FlushTimeout { .. }
                 | Error::ThreadSpawn { .. }
                 | Error::KafkaTopicNotExists { .. }
+                | Error::KafkaNewProducer { .. }
                 | Error::KafkaSendMessage { .. }
         )
     }
@@ -299,10 +309,20 @@ impl fmt::Display for Error {
                 commit_ts,
                 key,
                 size,
-                limit,
+                limit: Some(limit),
             } => write!(
                 f,
                 "message of table {table} at commit ts {commit_ts} with key {key:?} is {size} bytes, larger than the limit of {limit} bytes"
+            ),
+            Error::MessageTooLarge {
+                table,
+                commit_ts,
+                key,
+                size,
+                limit: None,
+            } => write!(
+                f,
+                "message of table {table} at commit ts {commit_ts} with key {key:?} is {size} bytes, larger than the broker accepts (the topic's max.message.bytes)"
             ),
             Error::EventOutOfOrder {
                 table,
@@ -334,6 +354,9 @@ impl fmt::Display for Error {
             }
             Error::KafkaTopicNotExists { topic } => {
                 write!(f, "kafka topic {topic:?} does not exist")
+            }
+            Error::KafkaNewProducer { reason } => {
+                write!(f, "cannot create a kafka producer: {reason}")
             }
             Error::KafkaSendMessage { reason } => write!(f, "kafka send failed: {reason}"),
             Error::KafkaUnsupportedBroker { broker, detail } => write!(

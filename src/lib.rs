@@ -55,3 +55,8 @@ pub use manager::{
     Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMORY_QUOTA,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

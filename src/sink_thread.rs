@@ -84,7 +84,11 @@ fn write(
     if ddl {
         flush(sink, shared, unflushed)?;
     }
-    unflushed.bytes += batch.messages.iter().map(Message::charged_size).sum::<usize>();
+    unflushed.bytes += batch
+        .messages
+        .iter()
+        .map(Message::charged_size)
+        .sum::<usize>();
     unflushed.messages += batch.messages.len();
     sink.write(&mut batch)?;
     // The messages are the sink's now (written or buffered); the quota stays held by

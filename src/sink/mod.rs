@@ -14,13 +14,15 @@
 //! | `blackhole://` | [`BlackholeSink`]: no encoding work, counts what it acknowledges |
 //! | `file:///abs/path`, `file:rel/path` | [`FileSink`]: one JSON line per row or DDL event |
 //! | `memory://?capacity=N` | [`MemorySink`]: keeps up to N messages |
+//! | `kafka://host:port[,host:port…]/topic?…` | [`kafka::KafkaSink`]: see [`kafka::KafkaSinkConfig::from_uri`] |
 //!
 //! `file:` and `memory:` take `protocol=canal-json` (default) or `protocol=debezium`.
 
 mod blackhole;
 mod file;
+pub mod kafka;
 mod memory;
-mod uri;
+pub(crate) mod uri;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,9 +238,10 @@ pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
         }
         "file" => Ok(Box::new(FileSink::from_uri(&parsed)?)),
         "memory" => Ok(Box::new(MemorySink::from_uri(&parsed)?)),
+        "kafka" => Ok(Box::new(kafka::KafkaSink::from_uri(&parsed)?)),
         other => Err(Error::uri(
             uri,
-            format!("unknown scheme {other:?}; expected blackhole, file or memory"),
+            format!("unknown scheme {other:?}; expected blackhole, file, memory or kafka"),
         )),
     }
 }

@@ -104,9 +104,18 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("sasl-oauth-client-id", SASL_REASON),
     ("sasl-oauth-client-secret", SASL_REASON),
     ("sasl-oauth-token-url", SASL_REASON),
-    ("kafka-version", "the client always speaks protocol v0 (Kafka 0.8 to 3.9)"),
-    ("partition-num", "partitions are read from the topic's metadata"),
-    ("replication-factor", "topics are never created by this client"),
+    (
+        "kafka-version",
+        "the client always speaks protocol v0 (Kafka 0.8 to 3.9)",
+    ),
+    (
+        "partition-num",
+        "partitions are read from the topic's metadata",
+    ),
+    (
+        "replication-factor",
+        "topics are never created by this client",
+    ),
 ];
 
 const TLS_REASON: &str = "TLS is not supported by this client: the kafka crate's TLS path cuts requests over 16 KiB short; use PLAINTEXT";
@@ -212,11 +221,17 @@ impl KafkaSinkConfig {
     pub(crate) fn from_parsed(uri: &SinkUri) -> Result<KafkaSinkConfig> {
         let hosts = uri.authority.as_deref().unwrap_or("");
         if hosts.is_empty() {
-            return Err(invalid("brokers", "the uri names no broker; write kafka://host:port/topic"));
+            return Err(invalid(
+                "brokers",
+                "the uri names no broker; write kafka://host:port/topic",
+            ));
         }
         let topic = uri.path.strip_prefix('/').unwrap_or(&uri.path);
         if topic.is_empty() {
-            return Err(invalid("topic", "the uri names no default topic; write kafka://host:port/topic"));
+            return Err(invalid(
+                "topic",
+                "the uri names no default topic; write kafka://host:port/topic",
+            ));
         }
         let mut config = KafkaSinkConfig::new(hosts.split(','), topic)?;
         for (name, value) in &uri.params {
@@ -315,7 +330,10 @@ impl KafkaSinkConfig {
     /// `max-retry` and the backoff between retries (first wait, doubling up to `max`).
     pub fn retry(mut self, max_retry: u32, first: Duration, max: Duration) -> Result<Self> {
         if first.is_zero() || max < first {
-            return Err(invalid("retry-backoff-ms", "must be positive and at most retry-backoff-max-ms"));
+            return Err(invalid(
+                "retry-backoff-ms",
+                "must be positive and at most retry-backoff-max-ms",
+            ));
         }
         self.max_retry = max_retry;
         self.retry_backoff = first;
@@ -350,7 +368,10 @@ impl KafkaSinkConfig {
         let m = TableMatcher::parse(matcher).map_err(|r| invalid("partition-rule matcher", r))?;
         if let PartitionRule::Columns(cols) = &rule {
             if cols.is_empty() {
-                return Err(invalid("partition-rule columns", "name at least one column"));
+                return Err(invalid(
+                    "partition-rule columns",
+                    "name at least one column",
+                ));
             }
         }
         self.partition_rules.push((m, rule));
@@ -369,14 +390,20 @@ impl KafkaSinkConfig {
 fn number(name: &str, value: &str, min: usize, max: usize) -> Result<usize> {
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(invalid(name, format!("{value:?}; expected an integer from {min} to {max}"))),
+        _ => Err(invalid(
+            name,
+            format!("{value:?}; expected an integer from {min} to {max}"),
+        )),
     }
 }
 
 fn millis(name: &str, value: &str, min: u64) -> Result<Duration> {
     match value.parse::<u64>() {
         Ok(n) if n >= min && n <= 24 * 3600 * 1000 => Ok(Duration::from_millis(n)),
-        _ => Err(invalid(name, format!("{value:?}; expected milliseconds from {min} to 86400000"))),
+        _ => Err(invalid(
+            name,
+            format!("{value:?}; expected milliseconds from {min} to 86400000"),
+        )),
     }
 }
 
@@ -450,7 +477,10 @@ mod tests {
             ("kafka://h:9092/t?max-retry=-1", "max-retry"),
             ("kafka://h:9092/t?linger-ms=soon", "linger-ms"),
             ("kafka://h:9092/t?colour=blue", "colour"),
-            ("kafka://h:9092/t?auto-create-topic=true", "not supported by this client"),
+            (
+                "kafka://h:9092/t?auto-create-topic=true",
+                "not supported by this client",
+            ),
             ("kafka://h:9092/t?enable-tls=true", "TLS is not supported"),
             ("kafka://h:9092/t?sasl-user=u", "SASL is not supported"),
         ];

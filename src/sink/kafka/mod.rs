@@ -1,0 +1,571 @@
+//! The Kafka sink, on the `kafka` crate (kafka-rust 0.10, protocol v0: Kafka up to 3.9).
+//!
+//! `sink::open("kafka://host:port[,host:port…]/default-topic?…")`, or
+//! [`KafkaSink::new`] with a [`KafkaSinkConfig`] that adds routing rules.
+//!
+//! # What happens where
+//!
+//! * **Dispatcher threads** encode rows with the protocol's codec, route each message to
+//!   a topic and a partition choice ([`router`]), and reject an event whose message is
+//!   over `max-message-bytes` with `CDC:ErrMessageTooLarge` before anything is sent.
+//! * **The sink thread** connects when the changefeed starts (so every broker-side
+//!   failure is a `RunningError`): it reaches a broker within `dial-timeout-ms`, refuses
+//!   Kafka ≥ 4.0 (`CDC:ErrKafkaUnsupportedBroker`), creates a producer, and checks the
+//!   default topic exists (`CDC:ErrKafkaTopicNotExists`). Batches are gathered between
+//!   flushes (`batch-bytes`, `batch-records`, `linger-ms`). A flush groups messages per
+//!   topic-partition, keeps each partition's share of one `send_all` under
+//!   `max-message-bytes`, and checks every partition's confirmation: an `Ok` from
+//!   `send_all` alone means nothing. Only when every partition confirmed is the flush
+//!   done, and the engine acknowledges its batches (at-least-once with `required-acks`
+//!   -1 or 1; at-most-once with 0).
+//!
+//! # Faults
+//!
+//! | fault | what the sink does | error when it gives up |
+//! |---|---|---|
+//! | topic missing from fresh metadata (default topic at start, routed topics at first use) | fails at once | `CDC:ErrKafkaTopicNotExists` |
+//! | I/O error, broker restart, NotLeader, LeaderNotAvailable, RequestTimedOut, … | drops the producer (the crate never reconnects nor refreshes metadata), waits (`retry-backoff-ms`, doubling to `retry-backoff-max-ms`), reconnects, resends what was not confirmed; up to `max-retry` retries | `CDC:ErrKafkaSendMessage` / `CDC:ErrKafkaNewProducer` |
+//! | broker rejects a partition's set as too large | splits the set until the one message is found; no retry | `CDC:ErrMessageTooLarge` naming table, commit ts, key, size |
+//! | any other broker error code | no retry | `CDC:ErrKafkaSendMessage` |
+//! | Kafka ≥ 4.0 | no retry | `CDC:ErrKafkaUnsupportedBroker` |
+//!
+//! A resend after an I/O error may write again what the broker had already taken
+//! (the crate loses confirmations of earlier brokers when a later one fails): consumers
+//! see duplicates, never gaps (docs/ENCODINGS.md says how to drop them).
+//!
+//! # How long a close can take
+//!
+//! `close` bounds its own wait (`close_timeout`) and then interrupts the sink: a retry
+//! loop stops at its next wait. A call blocked inside the kafka crate cannot be
+//! interrupted: its sockets have a fixed 120 s read/write timeout, and it connects with
+//! the OS's connect timeout (about 2 minutes on Linux) — which the sink avoids by
+//! reaching a broker with `dial-timeout-ms` first. So the sink thread exits at worst
+//! about 120 s after a stuck request began, plus one backoff.
+//!
+//! PLAINTEXT only: the crate's TLS path cuts requests over 16 KiB short, so TLS and SASL
+//! parameters are rejected.
+
+mod config;
+mod probe;
+mod producer;
+pub mod router;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use kafka::error::KafkaCode;
+use kafka::producer::Record;
+
+pub use config::{
+    Compression, KafkaSinkConfig, Protocol, RequiredAcks, DEFAULT_ACK_TIMEOUT, DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_RECORDS, DEFAULT_CLIENT_ID, DEFAULT_DIAL_TIMEOUT, DEFAULT_LINGER,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RETRY, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
+    MAX_TOPIC_LEN,
+};
+pub use router::PartitionRule;
+
+use crate::codec::{CanalJson, Debezium};
+use crate::error::{Error, Result};
+use crate::event::{Event, TableName};
+use crate::sink::{Batch, Batching, Encoder, Interrupter, Message, PartitionChoice, Sink};
+use producer::{Connection, OpenError};
+use router::Router;
+
+/// Bytes a message takes in a protocol v0 message set besides its key and value
+/// (offset, size, CRC, magic, attributes, key and value lengths).
+pub const RECORD_OVERHEAD: usize = 26;
+
+/// A topic and one of its partitions.
+type TopicPartition = (Arc<str>, i32);
+/// The messages of one partition in one request: indices into the pending messages.
+type Slice = (Arc<str>, i32, Vec<usize>);
+
+/// Produces to Kafka. See the module docs.
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    encoder: Arc<KafkaEncoder>,
+    connection: Option<Connection>,
+    /// Messages written since the last flush, with their tables.
+    pending: Vec<(TableName, Message)>,
+    /// Set by the interrupter; wakes and ends a retry wait.
+    interrupt: Arc<Interrupt>,
+}
+
+struct Interrupt {
+    flag: AtomicBool,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+}
+
+impl KafkaSink {
+    /// A sink for `config`. Connects only when started, on the sink thread.
+    pub fn new(config: KafkaSinkConfig) -> KafkaSink {
+        let codec: Arc<dyn Encoder> = match config.protocol {
+            Protocol::CanalJson => Arc::new(CanalJson::default()),
+            Protocol::Debezium => Arc::new(Debezium::default()),
+        };
+        let encoder = Arc::new(KafkaEncoder {
+            codec,
+            router: config.router(),
+            max_message_bytes: config.max_message_bytes,
+        });
+        let (wake_tx, wake_rx) = bounded(1);
+        KafkaSink {
+            config,
+            encoder,
+            connection: None,
+            pending: Vec::new(),
+            interrupt: Arc::new(Interrupt {
+                flag: AtomicBool::new(false),
+                wake_tx,
+                wake_rx,
+            }),
+        }
+    }
+
+    /// `kafka://…` (see [`KafkaSinkConfig::from_uri`]).
+    pub(crate) fn from_uri(uri: &crate::sink::uri::SinkUri) -> Result<KafkaSink> {
+        Ok(KafkaSink::new(KafkaSinkConfig::from_parsed(uri)?))
+    }
+
+    fn interrupted(&self) -> Result<()> {
+        if self.interrupt.flag.load(Ordering::Acquire) {
+            return Err(Error::KafkaSendMessage {
+                reason: "interrupted: the changefeed is closing".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits before retry number `attempt` (1-based), unless interrupted.
+    fn back_off(&self, attempt: u32) -> Result<()> {
+        let wait = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+            .min(self.config.retry_backoff_max);
+        let _ = self.interrupt.wake_rx.recv_timeout(wait);
+        self.interrupted()
+    }
+
+    /// Opens a connection if there is none. `Ok(Err(reason))` is a retryable failure.
+    fn connect(&mut self) -> Result<std::result::Result<(), String>> {
+        if self.connection.is_some() {
+            return Ok(Ok(()));
+        }
+        match Connection::open(&self.config) {
+            Ok(c) => {
+                self.connection = Some(c);
+                Ok(Ok(()))
+            }
+            Err(OpenError::Fatal(e)) => Err(e),
+            Err(OpenError::Retry(reason)) => Ok(Err(reason)),
+        }
+    }
+
+    /// Connects, retrying up to `max-retry` times.
+    fn connect_with_retry(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            self.interrupted()?;
+            match self.connect()? {
+                Ok(()) => return Ok(()),
+                Err(reason) if attempt >= self.config.max_retry => {
+                    return Err(Error::KafkaNewProducer {
+                        reason: format!("{reason}; gave up after {attempt} retries"),
+                    })
+                }
+                Err(reason) => {
+                    attempt += 1;
+                    log::warn!(
+                        "kafka sink: {reason}; retry {attempt} of {}",
+                        self.config.max_retry
+                    );
+                    self.back_off(attempt)?;
+                }
+            }
+        }
+    }
+
+    /// The partition count of `topic`, reconnecting once for fresh metadata if the
+    /// current producer does not know it.
+    fn partition_count(&mut self, topic: &Arc<str>) -> Result<i32> {
+        self.connect_with_retry()?;
+        if let Some(n) = self.connection.as_ref().and_then(|c| c.partitions(topic)) {
+            return Ok(n);
+        }
+        // The crate loads metadata once per producer: a fresh one sees new topics.
+        self.connection = None;
+        self.connect_with_retry()?;
+        self.connection
+            .as_ref()
+            .and_then(|c| c.partitions(topic))
+            .ok_or_else(|| Error::KafkaTopicNotExists {
+                topic: topic.to_string(),
+            })
+    }
+
+    /// Where each pending message goes: (topic, partition, index into `pending`), one
+    /// entry per partition for a message sent to all of them.
+    fn resolve(&mut self, pending: &[(TableName, Message)]) -> Result<Vec<(Arc<str>, i32, usize)>> {
+        let default_topic: Arc<str> = Arc::from(self.config.default_topic.as_str());
+        let mut counts: BTreeMap<Arc<str>, i32> = BTreeMap::new();
+        let mut targets = Vec::with_capacity(pending.len());
+        for (i, (_, m)) in pending.iter().enumerate() {
+            let topic = m
+                .route
+                .topic
+                .clone()
+                .unwrap_or_else(|| Arc::clone(&default_topic));
+            let n = match counts.get(&topic) {
+                Some(n) => *n,
+                None => {
+                    let n = self.partition_count(&topic)?;
+                    counts.insert(Arc::clone(&topic), n);
+                    n
+                }
+            };
+            match m.route.partition {
+                PartitionChoice::Hash(h) => targets.push((topic, (h % n as u64) as i32, i)),
+                PartitionChoice::Fixed(p) => targets.push((topic, p.clamp(0, n - 1), i)),
+                PartitionChoice::All => {
+                    for p in 0..n {
+                        targets.push((Arc::clone(&topic), p, i));
+                    }
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Sends one request's worth: `slices` holds, per topic-partition, the indices of
+    /// its messages in order. Retries what was not confirmed.
+    fn send_slices(
+        &mut self,
+        pending: &[(TableName, Message)],
+        mut slices: Vec<Slice>,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            self.interrupted()?;
+            let failure = match self.connect()? {
+                Err(reason) => reason,
+                Ok(()) => match self.try_send(pending, &slices)? {
+                    None => return Ok(()),
+                    Some((reason, failed)) => {
+                        slices = failed;
+                        reason
+                    }
+                },
+            };
+            // Whatever failed, the next attempt starts with a fresh producer.
+            self.connection = None;
+            if attempt >= self.config.max_retry {
+                return Err(Error::KafkaSendMessage {
+                    reason: format!("{failure}; gave up after {attempt} retries"),
+                });
+            }
+            attempt += 1;
+            log::warn!(
+                "kafka sink: {failure}; retry {attempt} of {}",
+                self.config.max_retry
+            );
+            self.back_off(attempt)?;
+            // A topic deleted meanwhile is not worth retrying.
+            for (topic, _, _) in &slices {
+                self.connect_with_retry()?;
+                if self
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.partitions(topic))
+                    .is_none()
+                {
+                    return Err(Error::KafkaTopicNotExists {
+                        topic: topic.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One `send_all`. `Ok(None)`: every partition confirmed. `Ok(Some((why, failed)))`:
+    /// retry `failed`. `Err`: give up.
+    fn try_send(
+        &mut self,
+        pending: &[(TableName, Message)],
+        slices: &[Slice],
+    ) -> Result<Option<(String, Vec<Slice>)>> {
+        let records: Vec<Record<'_, &[u8], &[u8]>> = slices
+            .iter()
+            .flat_map(|(topic, partition, idxs)| {
+                idxs.iter().map(move |&i| {
+                    let m = &pending[i].1;
+                    Record::from_key_value(topic, &m.key[..], &m.value[..])
+                        .with_partition(*partition)
+                })
+            })
+            .collect();
+        let connection = self.connection.as_mut().expect("connected before sending");
+        let confirms = match connection.send(&records) {
+            Ok(confirms) => confirms,
+            Err(e) => {
+                let why = match producer::code_of(&e) {
+                    Some(code) if !producer::retryable(code) => {
+                        return Err(Error::KafkaSendMessage {
+                            reason: format!("the broker refused the request: {code:?}"),
+                        })
+                    }
+                    _ => producer::describe(&e),
+                };
+                return Ok(Some((why, slices.to_vec())));
+            }
+        };
+        drop(records);
+        let mut failed = Vec::new();
+        let mut why = Vec::new();
+        for (topic, partition, idxs) in slices {
+            let code = confirms
+                .iter()
+                .find(|((t, p), _)| **t == **topic && p == partition)
+                .and_then(|(_, r)| r.err());
+            match code {
+                None => {}
+                Some(KafkaCode::MessageSizeTooLarge) => {
+                    return Err(self.isolate_oversize(pending, topic, *partition, idxs))
+                }
+                Some(code) if producer::retryable(code) => {
+                    why.push(format!("{topic}/{partition}: {code:?}"));
+                    failed.push((Arc::clone(topic), *partition, idxs.clone()));
+                }
+                Some(code) => {
+                    return Err(Error::KafkaSendMessage {
+                        reason: format!(
+                            "topic {topic} partition {partition}: the broker answered {code:?}"
+                        ),
+                    })
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some((why.join(", "), failed)))
+        }
+    }
+
+    /// The broker rejected a partition's set as too large: send halves until the one
+    /// message it rejects is found, and name it.
+    fn isolate_oversize(
+        &mut self,
+        pending: &[(TableName, Message)],
+        topic: &Arc<str>,
+        partition: i32,
+        idxs: &[usize],
+    ) -> Error {
+        let mut stack = vec![idxs.to_vec()];
+        while let Some(part) = stack.pop() {
+            let records: Vec<Record<'_, &[u8], &[u8]>> = part
+                .iter()
+                .map(|&i| {
+                    let m = &pending[i].1;
+                    Record::from_key_value(topic, &m.key[..], &m.value[..])
+                        .with_partition(partition)
+                })
+                .collect();
+            let Some(connection) = self.connection.as_mut() else {
+                break;
+            };
+            let rejected = match connection.send(&records) {
+                Ok(confirms) => confirms
+                    .iter()
+                    .any(|(_, r)| *r == Err(KafkaCode::MessageSizeTooLarge)),
+                Err(e) => {
+                    return Error::KafkaSendMessage {
+                        reason: format!(
+                            "while isolating an oversize message: {}",
+                            producer::describe(&e)
+                        ),
+                    }
+                }
+            };
+            if !rejected {
+                continue;
+            }
+            if part.len() == 1 {
+                let (table, m) = &pending[part[0]];
+                return Error::MessageTooLarge {
+                    table: table.clone(),
+                    commit_ts: m.commit_ts,
+                    key: key_text(m),
+                    size: m.key.len() + m.value.len() + RECORD_OVERHEAD,
+                    limit: None,
+                };
+            }
+            let (a, b) = part.split_at(part.len() / 2);
+            // Last pushed, first tried: keep send order.
+            stack.push(b.to_vec());
+            stack.push(a.to_vec());
+        }
+        Error::KafkaSendMessage {
+            reason: format!("topic {topic} partition {partition}: the broker rejected a message set as too large"),
+        }
+    }
+}
+
+/// A readable key for errors: the message key, or for key-less protocols the key
+/// columns found in the message (canal-json's `pkNames` and `data`).
+fn key_text(m: &Message) -> String {
+    if !m.key.is_empty() {
+        return String::from_utf8_lossy(&m.key).into_owned();
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.value) else {
+        return String::new();
+    };
+    let (Some(names), Some(row)) = (v["pkNames"].as_array(), v["data"][0].as_object()) else {
+        return String::new();
+    };
+    names
+        .iter()
+        .filter_map(|n| n.as_str())
+        .map(|n| {
+            format!(
+                "{n}={}",
+                row.get(n).map(|v| v.to_string()).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Sink for KafkaSink {
+    fn encoder(&self) -> Arc<dyn Encoder> {
+        Arc::clone(&self.encoder) as Arc<dyn Encoder>
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.connect_with_retry()?;
+        let topic: Arc<str> = Arc::from(self.config.default_topic.as_str());
+        self.partition_count(&topic)?;
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &mut Batch) -> Result<()> {
+        let table = batch.table().clone();
+        self.pending.extend(
+            batch
+                .take_messages()
+                .into_iter()
+                .map(|m| (table.clone(), m)),
+        );
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let targets = self.resolve(&pending)?;
+        // Per topic-partition, in order; BTreeMap keeps requests deterministic.
+        let mut per_partition: BTreeMap<TopicPartition, Vec<usize>> = BTreeMap::new();
+        for (topic, partition, i) in targets {
+            per_partition.entry((topic, partition)).or_default().push(i);
+        }
+        let limit = self.config.max_message_bytes;
+        let mut queues: Vec<(TopicPartition, VecDeque<usize>)> = per_partition
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        // Each request takes, per partition, what fits under max-message-bytes.
+        while queues.iter().any(|(_, q)| !q.is_empty()) {
+            let mut slices = Vec::new();
+            for ((topic, partition), queue) in &mut queues {
+                let mut share = 0;
+                let mut idxs = Vec::new();
+                while let Some(&i) = queue.front() {
+                    let m = &pending[i].1;
+                    let size = m.key.len() + m.value.len() + RECORD_OVERHEAD;
+                    if !idxs.is_empty() && share + size > limit {
+                        break;
+                    }
+                    share += size;
+                    idxs.push(i);
+                    queue.pop_front();
+                }
+                if !idxs.is_empty() {
+                    slices.push((Arc::clone(topic), *partition, idxs));
+                }
+            }
+            self.send_slices(&pending, slices)?;
+        }
+        Ok(())
+    }
+
+    fn batching(&self) -> Batching {
+        Batching {
+            max_bytes: self.config.batch_bytes,
+            max_messages: self.config.batch_records,
+            linger: self.config.linger,
+        }
+    }
+
+    fn interrupter(&self) -> Option<Interrupter> {
+        let interrupt = Arc::clone(&self.interrupt);
+        Some(Box::new(move || {
+            interrupt.flag.store(true, Ordering::Release);
+            let _ = interrupt.wake_tx.try_send(());
+        }))
+    }
+}
+
+/// The encoder the dispatchers use: the protocol's codec, then routing, then the size
+/// check.
+struct KafkaEncoder {
+    codec: Arc<dyn Encoder>,
+    router: Router,
+    max_message_bytes: usize,
+}
+
+impl Encoder for KafkaEncoder {
+    fn encode(&self, event: &Event, out: &mut Vec<Message>) -> Result<()> {
+        let start = out.len();
+        self.codec.encode(event, out)?;
+        let Some(table) = event.table() else {
+            return Ok(());
+        };
+        let topic = self.router.topic(table)?;
+        for m in &mut out[start..] {
+            m.route.topic = Some(Arc::clone(&topic));
+            if let Event::Row(row) = event {
+                m.route.partition = self.router.partition(row);
+            }
+            let size = m.key.len() + m.value.len() + RECORD_OVERHEAD;
+            if size > self.max_message_bytes {
+                let key = match event {
+                    Event::Row(row) => row
+                        .key_columns()
+                        .map(|c| {
+                            format!(
+                                "{}={}",
+                                c.name,
+                                c.value.to_text().unwrap_or_else(|| "NULL".into())
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    _ => String::new(),
+                };
+                return Err(Error::MessageTooLarge {
+                    table: table.clone(),
+                    commit_ts: event.commit_ts(),
+                    key,
+                    size,
+                    limit: Some(self.max_message_bytes),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! The `kafka` crate's producer, wrapped for what it does not do by itself.
+//!
+//! * It connects without a timeout: [`Connection::open`] first reaches a broker with the
+//!   sink's dial timeout (and checks it still speaks protocol v0, see `probe`).
+//! * It never reconnects after a broker restart and never refreshes metadata: on any
+//!   retryable failure the sink drops the producer and opens a new one.
+//! * `Producer::send` asserts on the response shape and can panic: only `send_all` is
+//!   used, and every partition confirmation it returns is checked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafka::client::ProduceConfirm;
+use kafka::error::KafkaCode;
+use kafka::producer::{Compression as KCompression, Producer, Record, RequiredAcks as KAcks};
+
+use crate::error::Error;
+use crate::sink::kafka::config::{Compression, KafkaSinkConfig, RequiredAcks};
+use crate::sink::kafka::probe;
+
+/// Per (topic, partition) of a request: `Ok`, or the code the broker answered.
+pub(crate) type Confirmations = Vec<((String, i32), std::result::Result<(), KafkaCode>)>;
+
+/// One producer and the metadata it loaded when created.
+pub(crate) struct Connection {
+    producer: Producer,
+    /// Partition count per topic, as the metadata had it.
+    partitions: HashMap<Arc<str>, i32>,
+}
+
+/// Why opening a connection failed.
+pub(crate) enum OpenError {
+    /// Retry later: no broker reachable, or the producer could not be created.
+    Retry(String),
+    /// Give up: the broker is Kafka 4 or newer.
+    Fatal(Error),
+}
+
+impl Connection {
+    /// Reaches a broker within the dial timeout, checks its protocol, and creates a
+    /// producer (which loads the cluster's metadata once).
+    pub fn open(config: &KafkaSinkConfig) -> std::result::Result<Connection, OpenError> {
+        let mut reached = None;
+        let mut failures = Vec::new();
+        for broker in &config.brokers {
+            match probe::probe(broker, config.dial_timeout) {
+                Ok(versions) => {
+                    reached = Some((broker, versions));
+                    break;
+                }
+                Err(e) => failures.push(format!("{broker}: {e}")),
+            }
+        }
+        let Some((broker, versions)) = reached else {
+            return Err(OpenError::Retry(format!(
+                "no broker reachable within {:?} ({})",
+                config.dial_timeout,
+                failures.join("; ")
+            )));
+        };
+        if versions.rejects_v0() {
+            return Err(OpenError::Fatal(Error::KafkaUnsupportedBroker {
+                broker: broker.clone(),
+                detail: format!(
+                    "its lowest Fetch version is {} (Kafka 3.x and older accept 0)",
+                    versions.fetch_min.unwrap_or_default()
+                ),
+            }));
+        }
+        let producer = Producer::from_hosts(config.brokers.clone())
+            .with_client_id(config.client_id.clone())
+            .with_ack_timeout(config.ack_timeout)
+            .with_required_acks(match config.required_acks {
+                RequiredAcks::All => KAcks::All,
+                RequiredAcks::One => KAcks::One,
+                RequiredAcks::None => KAcks::None,
+            })
+            .with_compression(match config.compression {
+                Compression::None => KCompression::NONE,
+                Compression::Gzip => KCompression::GZIP,
+                Compression::Snappy => KCompression::SNAPPY,
+            })
+            .create()
+            .map_err(|e| OpenError::Retry(format!("creating the producer: {e}")))?;
+        let partitions = producer
+            .client()
+            .topics()
+            .iter()
+            .map(|t| (Arc::from(t.name()), t.partitions().len() as i32))
+            .collect();
+        Ok(Connection {
+            producer,
+            partitions,
+        })
+    }
+
+    /// The partition count of `topic`, if the metadata knows it.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        self.partitions.get(topic).copied().filter(|n| *n > 0)
+    }
+
+    /// Sends `records` in one request and returns, per (topic, partition) it was given,
+    /// `Ok` or the code the broker answered. With `acks=0` there are no confirmations and
+    /// every partition counts as written. A request that failed as a whole is `Err`.
+    pub fn send(
+        &mut self,
+        records: &[Record<'_, &[u8], &[u8]>],
+    ) -> std::result::Result<Confirmations, kafka::Error> {
+        let confirms: Vec<ProduceConfirm> = self.producer.send_all(records)?;
+        Ok(confirms
+            .into_iter()
+            .flat_map(|c| {
+                let topic = c.topic;
+                c.partition_confirms
+                    .into_iter()
+                    .map(move |p| ((topic.clone(), p.partition), p.offset.map(|_| ())))
+            })
+            .collect())
+    }
+}
+
+/// Whether a partition-level code is worth a retry with a fresh producer.
+pub(crate) fn retryable(code: KafkaCode) -> bool {
+    matches!(
+        code,
+        KafkaCode::NotLeaderForPartition
+            | KafkaCode::LeaderNotAvailable
+            | KafkaCode::RequestTimedOut
+            | KafkaCode::NetworkException
+            | KafkaCode::NotEnoughReplicas
+            | KafkaCode::NotEnoughReplicasAfterAppend
+            | KafkaCode::UnknownTopicOrPartition
+            | KafkaCode::BrokerNotAvailable
+            | KafkaCode::ReplicaNotAvailable
+            | KafkaCode::CorruptMessage
+            | KafkaCode::Unknown
+    )
+}
+
+/// Maps a whole-request failure to the crate's error when no retry is left.
+pub(crate) fn describe(e: &kafka::Error) -> String {
+    match e {
+        kafka::Error::Io(io) => format!("i/o error: {io}"),
+        other => other.to_string(),
+    }
+}
+
+/// The broker-side error of a request, if it is a known Kafka code.
+pub(crate) fn code_of(e: &kafka::Error) -> Option<KafkaCode> {
+    match e {
+        kafka::Error::Kafka(code) => Some(*code),
+        kafka::Error::TopicPartitionError { error_code, .. } => Some(*error_code),
+        _ => None,
+    }
+}
