@@ -833,3 +833,28 @@ fn default_node() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_notice_is_sent_even_when_the_thread_unwinds() {
+        let (tx, rx) = bounded(1);
+        let t = thread::spawn(move || {
+            let _notice = ExitNotice(tx);
+            panic!("sink body panicked");
+        });
+        assert!(t.join().is_err());
+        assert!(rx.try_recv().is_ok(), "the guard told the watcher");
+    }
+
+    #[test]
+    fn spawn_names_the_thread() {
+        let t = spawn("cf-unit-named".to_string(), || {
+            thread::current().name().map(str::to_string)
+        })
+        .unwrap();
+        assert_eq!(t.join().unwrap().as_deref(), Some("cf-unit-named"));
+    }
+}

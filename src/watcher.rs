@@ -63,3 +63,21 @@ pub(crate) fn run(
     // 3. The last heartbeat, then Closed.
     shared.finish(None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_outcome_tells_clean_return_error_and_panic_apart() {
+        assert!(sink_outcome(Ok(Ok(()))).is_none());
+        let e = sink_outcome(Ok(Err(Error::SinkExited))).unwrap();
+        assert_eq!(e.code(), "CDC:ErrSinkExited");
+        let panicked = thread::spawn(|| -> Result<()> { panic!("disk on fire") }).join();
+        let e = sink_outcome(panicked).unwrap();
+        assert_eq!(e.code(), "CDC:ErrSinkPanicked");
+        assert_eq!(e.to_string(), "sink panicked: disk on fire");
+        let formatted = thread::spawn(|| -> Result<()> { panic!("batch {} of {}", 3, 4) }).join();
+        assert!(sink_outcome(formatted).unwrap().to_string().ends_with("batch 3 of 4"));
+    }
+}
