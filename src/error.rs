@@ -9,6 +9,7 @@
 //! | `CDC:ErrSinkPanicked` | the sink thread panicked; the message is the panic text | yes |
 //! | `CDC:ErrSinkExited` | the sink returned on its own while the changefeed was running | yes |
 //! | `CDC:ErrDispatcherPanicked` | a dispatcher thread panicked; the message is the panic text | yes |
+//! | `CDC:ErrFeedPanicked` | a supervised changefeed's feed panicked | no |
 //! | `CDC:ErrEncodeFailed` | the sink's encoder could not encode an event | no |
 //! | `CDC:ErrEventTooLarge` | an event is larger than the whole memory quota | no |
 //! | `CDC:ErrMessageTooLarge` | an encoded event is larger than the sink's message size limit | no |
@@ -84,6 +85,11 @@ pub enum Error {
     DispatcherPanicked {
         /// The dispatcher's table.
         table: TableName,
+        /// The panic text.
+        message: String,
+    },
+    /// A supervised changefeed's feed panicked.
+    FeedPanicked {
         /// The panic text.
         message: String,
     },
@@ -214,6 +220,7 @@ impl Error {
             Error::SinkPanicked { .. } => "CDC:ErrSinkPanicked",
             Error::SinkExited => "CDC:ErrSinkExited",
             Error::DispatcherPanicked { .. } => "CDC:ErrDispatcherPanicked",
+            Error::FeedPanicked { .. } => "CDC:ErrFeedPanicked",
             Error::Encode { .. } => "CDC:ErrEncodeFailed",
             Error::EventTooLarge { .. } => "CDC:ErrEventTooLarge",
             Error::MessageTooLarge { .. } => "CDC:ErrMessageTooLarge",
@@ -290,6 +297,7 @@ impl fmt::Display for Error {
             Error::DispatcherPanicked { table, message } => {
                 write!(f, "dispatcher of table {table} panicked: {message}")
             }
+            Error::FeedPanicked { message } => write!(f, "feed panicked: {message}"),
             Error::Encode {
                 table,
                 commit_ts,

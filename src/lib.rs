@@ -44,6 +44,7 @@ mod progress;
 mod quota;
 pub mod sink;
 mod sink_thread;
+pub mod supervisor;
 pub mod tso;
 mod watcher;
 
@@ -55,6 +56,7 @@ pub use manager::{
     Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMORY_QUOTA,
 };
+pub use supervisor::{Feed, SinkFactory, Supervisor, SupervisorState};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
