@@ -78,6 +78,9 @@ mod tests {
         assert_eq!(e.code(), "CDC:ErrSinkPanicked");
         assert_eq!(e.to_string(), "sink panicked: disk on fire");
         let formatted = thread::spawn(|| -> Result<()> { panic!("batch {} of {}", 3, 4) }).join();
-        assert!(sink_outcome(formatted).unwrap().to_string().ends_with("batch 3 of 4"));
+        assert!(sink_outcome(formatted)
+            .unwrap()
+            .to_string()
+            .ends_with("batch 3 of 4"));
     }
 }

@@ -10,7 +10,10 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, record: &log::Record) {
-        self.0.lock().unwrap().push(format!("{} {}", record.target(), record.args()));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.target(), record.args()));
     }
     fn flush(&self) {}
 }

@@ -25,7 +25,7 @@
 //! |---|---|---|
 //! | topic missing from fresh metadata (default topic at start, routed topics at first use) | fails at once | `CDC:ErrKafkaTopicNotExists` |
 //! | I/O error, broker restart, NotLeader, LeaderNotAvailable, RequestTimedOut, … | drops the producer (the crate never reconnects nor refreshes metadata), waits (`retry-backoff-ms`, doubling to `retry-backoff-max-ms`), reconnects, resends what was not confirmed; up to `max-retry` retries | `CDC:ErrKafkaSendMessage` / `CDC:ErrKafkaNewProducer` |
-//! | broker rejects a partition's set as too large | splits the set until the one message is found; no retry | `CDC:ErrMessageTooLarge` naming table, commit ts, key, size |
+//! | broker rejects a partition's set as too large (Kafka checks the whole set against the topic's `max.message.bytes`) | resends it in halves, splitting rejected halves further: accepted parts are done; a message rejected on its own fails the sink, no retry. Set `max-message-bytes` to the topic's limit to avoid the splitting | `CDC:ErrMessageTooLarge` naming table, commit ts, key, size |
 //! | any other broker error code | no retry | `CDC:ErrKafkaSendMessage` |
 //! | Kafka ≥ 4.0 | no retry | `CDC:ErrKafkaUnsupportedBroker` |
 //!
@@ -333,7 +333,12 @@ impl KafkaSink {
             match code {
                 None => {}
                 Some(KafkaCode::MessageSizeTooLarge) => {
-                    return Err(self.isolate_oversize(pending, topic, *partition, idxs))
+                    // Kafka checks a partition's whole set against the topic's limit:
+                    // send it in halves; only a message rejected alone is an error.
+                    if let Some(rest) = self.isolate_oversize(pending, topic, *partition, idxs)? {
+                        why.push(format!("{topic}/{partition}: a part of a split set failed"));
+                        failed.push((Arc::clone(topic), *partition, rest));
+                    }
                 }
                 Some(code) if producer::retryable(code) => {
                     why.push(format!("{topic}/{partition}: {code:?}"));
@@ -355,16 +360,27 @@ impl KafkaSink {
         }
     }
 
-    /// The broker rejected a partition's set as too large: send halves until the one
-    /// message it rejects is found, and name it.
+    /// The broker rejected a partition's set as too large (Kafka checks the whole set
+    /// against the topic's `max.message.bytes`): send it again in halves, in order,
+    /// splitting a rejected half further. `Ok(None)`: every part was confirmed.
+    /// `Ok(Some(rest))`: a part failed in a retryable way; `rest` (that part and every
+    /// later one, in order) goes back to the retry loop. `Err`: a single message was
+    /// rejected on its own (named as [`Error::MessageTooLarge`]), or a part failed for
+    /// good.
     fn isolate_oversize(
         &mut self,
         pending: &[(TableName, Message)],
         topic: &Arc<str>,
         partition: i32,
         idxs: &[usize],
-    ) -> Error {
+    ) -> Result<Option<Vec<usize>>> {
+        // Last pushed is sent first: keep send order.
         let mut stack = vec![idxs.to_vec()];
+        let rest = |part: Vec<usize>, stack: &[Vec<usize>]| -> Vec<usize> {
+            part.into_iter()
+                .chain(stack.iter().rev().flatten().copied())
+                .collect()
+        };
         while let Some(part) = stack.pop() {
             let records: Vec<Record<'_, &[u8], &[u8]>> = part
                 .iter()
@@ -375,42 +391,47 @@ impl KafkaSink {
                 })
                 .collect();
             let Some(connection) = self.connection.as_mut() else {
-                break;
+                return Ok(Some(rest(part, &stack)));
             };
-            let rejected = match connection.send(&records) {
+            let code = match connection.send(&records) {
                 Ok(confirms) => confirms
                     .iter()
-                    .any(|(_, r)| *r == Err(KafkaCode::MessageSizeTooLarge)),
-                Err(e) => {
-                    return Error::KafkaSendMessage {
-                        reason: format!(
-                            "while isolating an oversize message: {}",
-                            producer::describe(&e)
-                        ),
-                    }
-                }
+                    .find(|((t, p), _)| **t == **topic && *p == partition)
+                    .and_then(|(_, r)| r.err()),
+                Err(e) => match producer::code_of(&e) {
+                    Some(code) => Some(code),
+                    None => return Ok(Some(rest(part, &stack))),
+                },
             };
-            if !rejected {
-                continue;
+            drop(records);
+            match code {
+                None => {}
+                Some(KafkaCode::MessageSizeTooLarge) if part.len() == 1 => {
+                    let (table, m) = &pending[part[0]];
+                    return Err(Error::MessageTooLarge {
+                        table: table.clone(),
+                        commit_ts: m.commit_ts,
+                        key: key_text(m),
+                        size: m.key.len() + m.value.len() + RECORD_OVERHEAD,
+                        limit: None,
+                    });
+                }
+                Some(KafkaCode::MessageSizeTooLarge) => {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    stack.push(b.to_vec());
+                    stack.push(a.to_vec());
+                }
+                Some(code) if producer::retryable(code) => return Ok(Some(rest(part, &stack))),
+                Some(code) => {
+                    return Err(Error::KafkaSendMessage {
+                        reason: format!(
+                            "topic {topic} partition {partition}: the broker answered {code:?}"
+                        ),
+                    })
+                }
             }
-            if part.len() == 1 {
-                let (table, m) = &pending[part[0]];
-                return Error::MessageTooLarge {
-                    table: table.clone(),
-                    commit_ts: m.commit_ts,
-                    key: key_text(m),
-                    size: m.key.len() + m.value.len() + RECORD_OVERHEAD,
-                    limit: None,
-                };
-            }
-            let (a, b) = part.split_at(part.len() / 2);
-            // Last pushed, first tried: keep send order.
-            stack.push(b.to_vec());
-            stack.push(a.to_vec());
         }
-        Error::KafkaSendMessage {
-            reason: format!("topic {topic} partition {partition}: the broker rejected a message set as too large"),
-        }
+        Ok(None)
     }
 }
 

@@ -53,7 +53,7 @@ impl Connection {
         }
         let Some((broker, versions)) = reached else {
             return Err(OpenError::Retry(format!(
-                "no broker reachable within {:?} ({})",
+                "no broker reachable (dial timeout {:?}): {}",
                 config.dial_timeout,
                 failures.join("; ")
             )));
