@@ -647,8 +647,15 @@ impl DispatcherManager {
         };
         let (inner, thread) = dispatcher::spawn_dispatcher(shared, table.clone(), sink_tx)?;
         reg.active.insert(table, Arc::clone(&inner));
+        // Join the threads of removed dispatchers that have finished, so the list
+        // stays as long as the live ones.
+        let (finished, live): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut reg.threads).into_iter().partition(|t| t.is_finished());
+        for t in finished {
+            let _ = t.join();
+        }
+        reg.threads = live;
         reg.threads.push(thread);
-        reg.threads.retain(|t| !t.is_finished());
         Ok(Dispatcher::new(inner, Arc::clone(shared)))
     }
 
