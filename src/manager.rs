@@ -649,8 +649,9 @@ impl DispatcherManager {
         reg.active.insert(table, Arc::clone(&inner));
         // Join the threads of removed dispatchers that have finished, so the list
         // stays as long as the live ones.
-        let (finished, live): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut reg.threads).into_iter().partition(|t| t.is_finished());
+        let (finished, live): (Vec<_>, Vec<_>) = std::mem::take(&mut reg.threads)
+            .into_iter()
+            .partition(|t| t.is_finished());
         for t in finished {
             let _ = t.join();
         }

@@ -199,10 +199,12 @@ struct SupervisorShared {
 impl SupervisorShared {
     fn set(&self, state: SupervisorState) {
         log::info!("changefeed state: {state:?}");
+        // Stored before it is announced: an observer that hears of a state and then
+        // asks `state()` sees it.
+        *self.state.lock() = state.clone();
         if let Some(o) = &self.observer {
-            let _ = o.try_send(state.clone());
+            let _ = o.try_send(state);
         }
-        *self.state.lock() = state;
         self.changed.notify_all();
     }
 
