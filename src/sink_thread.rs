@@ -15,7 +15,7 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 use crate::error::Result;
 use crate::manager::Shared;
 use crate::progress::Ack;
-use crate::sink::{Batch, Message, Sink};
+use crate::sink::{Batch, Sink};
 
 /// Batches written since the last flush, waiting for it to acknowledge them.
 #[derive(Default)]
@@ -84,10 +84,11 @@ fn write(
     if ddl {
         flush(sink, shared, unflushed)?;
     }
+    // Key and value bytes: what the sink writes, and what `Status::bytes_acked` counts.
     unflushed.bytes += batch
         .messages
         .iter()
-        .map(Message::charged_size)
+        .map(|m| m.key.len() + m.value.len())
         .sum::<usize>();
     unflushed.messages += batch.messages.len();
     sink.write(&mut batch)?;
