@@ -53,6 +53,8 @@ pub(crate) struct DispatcherShared {
     spare_rx: Mutex<Option<Receiver<Queued>>>,
     stop_tx: Mutex<Option<Sender<()>>>,
     removed: AtomicBool,
+    /// Disconnects when the thread has exited (its sender lives in the thread).
+    exited: Receiver<()>,
 }
 
 /// What `send` checks commit ts against.
@@ -85,6 +87,12 @@ impl DispatcherShared {
         self.stop();
     }
 
+    /// Blocks until the thread has exited (after a stop, once its queue is handed over;
+    /// at once after an abort).
+    pub fn wait_exited(&self) {
+        let _ = self.exited.recv();
+    }
+
     pub fn status(&self) -> DispatcherStatus {
         DispatcherStatus {
             table: self.table.clone(),
@@ -104,7 +112,9 @@ pub(crate) fn spawn_dispatcher(
 ) -> Result<(Arc<DispatcherShared>, JoinHandle<()>)> {
     let (queue_tx, queue_rx) = bounded(shared.config.dispatcher_capacity);
     let (stop_tx, stop_rx) = bounded::<()>(0);
+    let (exited_tx, exited) = bounded::<()>(0);
     let inner = Arc::new(DispatcherShared {
+        exited,
         progress: Progress::new(shared.config.start_ts),
         table: table.clone(),
         queue_tx,
@@ -119,6 +129,7 @@ pub(crate) fn spawn_dispatcher(
         queue_rx,
         stop_rx,
         sink_tx,
+        _exited: exited_tx,
     };
     let name = format!("cf-{}-dispatcher-{table}", shared.config.changefeed);
     let thread = spawn(name, move || worker.run())?;
@@ -371,6 +382,8 @@ struct Worker {
     queue_rx: Receiver<Queued>,
     stop_rx: Receiver<()>,
     sink_tx: Sender<Batch>,
+    /// Dropped with the worker: tells `wait_exited` the thread is done.
+    _exited: Sender<()>,
 }
 
 impl Worker {

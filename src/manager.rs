@@ -252,8 +252,8 @@ pub(crate) struct Counters {
 #[derive(Debug)]
 enum Phase {
     Running,
-    /// The watcher is reporting a failure; senders keep blocking until it is sent.
-    Reporting,
+    /// The watcher is reporting this failure; senders keep blocking until it is sent.
+    Reporting(Error),
     /// Stopping; `outcome` is what `close` and `wait` will return.
     Closing {
         outcome: Result<()>,
@@ -295,6 +295,9 @@ pub(crate) struct Shared {
     pub signal: Arc<AckSignal>,
     pub counters: Counters,
     pub encoder: Arc<dyn Encoder>,
+    /// The sink's way out of a blocked call, if it has one: used on release (a failure
+    /// or a close timeout), so the sink thread does not go on retrying for nobody.
+    interrupter: Option<Interrupter>,
     pub abort_rx: Receiver<()>,
     pub closing_rx: Receiver<()>,
     pub fault_tx: Sender<Error>,
@@ -400,8 +403,9 @@ impl Shared {
         let mut phase = self.phase.lock();
         match &mut *phase {
             Phase::Running => {
-                *phase = Phase::Reporting;
-                Some(failure.unwrap_or(Error::SinkExited))
+                let error = failure.unwrap_or(Error::SinkExited);
+                *phase = Phase::Reporting(error.clone());
+                Some(error)
             }
             Phase::Closing { outcome } => {
                 if let (Ok(()), Some(e)) = (&outcome, failure) {
@@ -409,7 +413,7 @@ impl Shared {
                 }
                 None
             }
-            Phase::Reporting | Phase::Closed { .. } => None,
+            Phase::Reporting(_) | Phase::Closed { .. } => None,
         }
     }
 
@@ -417,7 +421,7 @@ impl Shared {
     pub fn reported(&self, error: Error) {
         let _ = self.cause.set(error.clone());
         let mut phase = self.phase.lock();
-        if matches!(*phase, Phase::Reporting) {
+        if matches!(*phase, Phase::Reporting(_)) {
             *phase = Phase::Closing {
                 outcome: Err(error),
             };
@@ -436,11 +440,14 @@ impl Shared {
         }
     }
 
-    /// Stops every sender at once and frees what the channels hold: refuse sends, close
-    /// the quota, drop the abort line, the spare receiver, the manager's sender, the
+    /// Stops every sender at once and frees what the channels hold: refuse sends,
+    /// interrupt the sink (if it can be), close the quota, drop the abort line, the spare receiver, the manager's sender, the
     /// heartbeat's and every dispatcher's stop line. Idempotent.
     pub fn release(&self) {
         self.accepting.store(false, Ordering::Release);
+        if let Some(interrupt) = &self.interrupter {
+            interrupt();
+        }
         self.quota.close();
         let mut lines = self.lines.lock();
         lines.closing_tx = None;
@@ -481,7 +488,10 @@ impl Shared {
         let outcome = match (outcome, &*phase) {
             (Some(o), _) => o,
             (None, Phase::Closing { outcome } | Phase::Closed { outcome }) => outcome.clone(),
-            (None, _) => Ok(()),
+            // A close that timed out while the report was still being delivered: the
+            // failure is still what closed the changefeed.
+            (None, Phase::Reporting(error)) => Err(error.clone()),
+            (None, Phase::Running) => Ok(()),
         };
         *phase = Phase::Closed { outcome };
         drop(phase);
@@ -512,7 +522,7 @@ impl Shared {
 
     fn state(&self) -> (State, Option<Error>) {
         match &*self.phase.lock() {
-            Phase::Running | Phase::Reporting => (State::Running, None),
+            Phase::Running | Phase::Reporting(_) => (State::Running, None),
             Phase::Closing { outcome } => (State::Closing, outcome.clone().err()),
             Phase::Closed { outcome } => (State::Closed, outcome.clone().err()),
         }
@@ -527,7 +537,6 @@ impl Shared {
 pub struct DispatcherManager {
     shared: Arc<Shared>,
     watcher: Mutex<Option<JoinHandle<()>>>,
-    interrupter: Option<Interrupter>,
 }
 
 impl DispatcherManager {
@@ -561,8 +570,8 @@ impl DispatcherManager {
         let (fault_tx, fault_rx) = bounded::<Error>(1);
         let (sink_exit_tx, sink_exit_rx) = bounded::<()>(1);
         let (heartbeat_stop, heartbeat_stop_rx) = bounded::<()>(0);
-        let interrupter = sink.interrupter();
         let shared = Arc::new(Shared {
+            interrupter: sink.interrupter(),
             quota: Quota::new(config.memory_quota),
             signal: Arc::default(),
             counters: Counters::default(),
@@ -624,17 +633,31 @@ impl DispatcherManager {
         Ok(DispatcherManager {
             shared,
             watcher: Mutex::new(Some(watcher)),
-            interrupter,
         })
     }
 
     /// Starts the dispatcher thread of `table` and returns the handle producers send
-    /// its events through.
+    /// its events through. For a table just removed, first waits until its old
+    /// dispatcher has handed its queued events to the sink channel (which may block
+    /// while that channel is full), so the table's events stay in order.
     ///
     /// Fails with [`Error::DispatcherExists`] if the table has one, with the closing
     /// error once the changefeed is closed, or with [`Error::ThreadSpawn`].
     pub fn add_dispatcher(&self, table: TableName) -> Result<Dispatcher> {
         let shared = &self.shared;
+        // A table removed a moment ago: its old thread hands over what it had queued
+        // first, so the table's events reach the sink in order.
+        let previous: Vec<_> = shared
+            .registry
+            .lock()
+            .retired
+            .iter()
+            .filter(|d| d.table == table)
+            .cloned()
+            .collect();
+        for d in previous {
+            d.wait_exited();
+        }
         let mut reg = shared.registry.lock();
         if !shared.is_accepting() {
             return Err(shared.refusal());
@@ -755,9 +778,7 @@ impl DispatcherManager {
             shared.config.changefeed
         );
         shared.time_out(Error::CloseTimeout { timeout });
-        if let Some(interrupt) = &self.interrupter {
-            interrupt();
-        }
+        // Interrupts the sink, releases every sender.
         shared.release();
         shared.join_dispatchers();
         shared.finish(None);

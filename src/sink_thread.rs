@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manager::Shared;
 use crate::progress::Ack;
 use crate::sink::{Batch, Sink};
@@ -68,7 +68,8 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
         }
         flush(sink, shared, &mut unflushed)?;
         if sink.is_finished() {
-            return Ok(());
+            // Never a clean end, even during close: batches may still be waiting.
+            return Err(Error::SinkExited);
         }
     }
     flush(sink, shared, &mut unflushed)

@@ -45,6 +45,10 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(600);
 pub const DEFAULT_BACKOFF_JITTER: f64 = 0.1;
 /// Default longest time in Warning before giving up (Failed).
 pub const DEFAULT_MAX_WARNING: Duration = Duration::from_secs(24 * 3600);
+/// Longest backoff accepted: waits are computed in `Duration` and must not overflow.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest backoff multiplier accepted.
+const MAX_BACKOFF_MULTIPLIER: f64 = 1000.0;
 /// Capacity of the channel the supervisor reads its manager's heartbeats from.
 const HEARTBEAT_CAPACITY: usize = 64;
 
@@ -159,8 +163,11 @@ impl SupervisorBuilder {
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return invalid("backoff", "initial must be positive and at most max");
         }
-        if !(self.backoff_multiplier >= 1.0 && self.backoff_multiplier.is_finite()) {
-            return invalid("backoff", "multiplier must be at least 1");
+        if self.backoff_max > MAX_BACKOFF {
+            return invalid("backoff", "max must be at most 30 days");
+        }
+        if !(1.0..=MAX_BACKOFF_MULTIPLIER).contains(&self.backoff_multiplier) {
+            return invalid("backoff", "multiplier must be from 1 to 1000");
         }
         if !(0.0..1.0).contains(&self.backoff_jitter) {
             return invalid("backoff", "jitter must be in [0, 1)");
@@ -347,6 +354,8 @@ impl Runner {
                 self.shared.set(SupervisorState::Failed { error });
                 return;
             }
+            // Bounded in `start` (max ≤ 30 days, multiplier ≤ 1000, jitter < 1): no
+            // overflow here.
             let jitter = 1.0 + self.settings.backoff_jitter * (rng.f64() * 2.0 - 1.0);
             let this_wait = wait.mul_f64(jitter);
             self.shared.set(SupervisorState::Warning {

@@ -23,10 +23,15 @@ fn run_until_failure(
         .heartbeat_interval(Duration::from_millis(20))
         .start(sink)
         .unwrap();
+    // Every dispatcher first: a fault may close the changefeed as soon as one pushes.
+    let dispatchers: Vec<_> = (0..tables)
+        .map(|i| manager.add_dispatcher(table(i)).unwrap())
+        .collect();
     let causes = std::thread::scope(|s| {
-        let pushers: Vec<_> = (0..tables)
-            .map(|i| {
-                let d = manager.add_dispatcher(table(i)).unwrap();
+        let pushers: Vec<_> = dispatchers
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
                 s.spawn(move || {
                     for seq in 1.. {
                         let event = match poison {

@@ -193,7 +193,9 @@ pub trait Sink: Send {
     }
 
     /// Whether the sink has ended on its own; asked after every flush. A sink that says
-    /// so while the changefeed runs ends it with [`Error::SinkExited`].
+    /// so ends the changefeed with [`Error::SinkExited`]: reported while it runs, returned
+    /// by `close` during its drain (batches may still be waiting, so it is never a clean
+    /// end).
     fn is_finished(&self) -> bool {
         false
     }
