@@ -571,7 +571,7 @@ fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing()
             ids.len(),
             first_gap.map(|id| 1000 + id)
         );
-        assert!(first_gap.map_or(true, |id| 1000 + id > *cp));
+        assert!(first_gap.is_none_or(|id| 1000 + id > *cp));
     }
     assert!(
         rows.iter().filter(|(_, _, ts)| *ts <= checkpoint).count()
