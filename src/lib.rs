@@ -53,8 +53,9 @@ pub use error::{Error, Result, SendError, TrySendError};
 pub use event::{Column, DdlChange, Event, RowChange, RowKind, TableName, Value};
 pub use heartbeat::{DispatcherStatus, HeartBeat, RunningError, REPORT_TIMEOUT};
 pub use manager::{
-    Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMORY_QUOTA,
+    default_node, Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MEMORY_QUOTA,
 };
 pub use supervisor::{Feed, SinkFactory, Supervisor, SupervisorState};
 

@@ -854,7 +854,9 @@ pub(crate) fn spawn<T: Send + 'static>(
         })
 }
 
-fn default_node() -> String {
+/// The node name a changefeed reports by default ([`Builder::node`]): the host name
+/// (`$HOSTNAME`, else the kernel's), or `localhost`.
+pub fn default_node() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

@@ -24,7 +24,7 @@ use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use changefeed::{sink, Column, DispatcherManager, Error, HeartBeat, RowChange, TableName, Value};
 use common::{errors, heartbeats_until_closed, wait_no_threads, HANG_GUARD};
 use crossbeam_channel::{bounded, Receiver};
-use kafka_support::{read_all, Broker, ConsumedMessage, KAFKA_3};
+use kafka_support::{decode_canal_row, read_all, Broker, KAFKA_3};
 
 /// Bound for reading a topic back.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,28 +41,11 @@ fn row(table: &TableName, id: u64, ts: u64, pad: usize) -> RowChange {
     )
 }
 
-/// One canal-json row message read back: `(schema.table, id, commit ts)`.
-fn decode(m: &ConsumedMessage) -> (String, u64, u64) {
-    let v: serde_json::Value = serde_json::from_slice(&m.value).expect("a canal-json message");
-    let table = format!(
-        "{}.{}",
-        v["database"].as_str().expect("database"),
-        v["table"].as_str().expect("table")
-    );
-    let id = v["data"][0]["id"]
-        .as_str()
-        .expect("data[0].id")
-        .parse()
-        .expect("a numeric id");
-    let ts = v["_tidb"]["commitTs"].as_u64().expect("_tidb.commitTs");
-    (table, id, ts)
-}
-
 /// Everything in `topic` now (the writer has stopped), decoded.
 fn read_rows(broker: &Broker, topic: &str, at_least: usize) -> Vec<(String, u64, u64)> {
     read_all(&broker.bootstrap(), topic, at_least, READ_TIMEOUT)
         .iter()
-        .map(decode)
+        .map(decode_canal_row)
         .collect()
 }
 

@@ -45,7 +45,7 @@ use changefeed::supervisor::SinkFactory;
 use changefeed::{DispatcherManager, Event, Feed, Supervisor, SupervisorState};
 use common::*;
 use crossbeam_channel::bounded;
-use kafka_support::{read_all, Broker, ConsumedMessage, KAFKA_3};
+use kafka_support::{decode_canal_row, read_all, Broker, KAFKA_3};
 
 /// The changefeed id: its threads are `cf-svseed-…` (the OS keeps 15 bytes of a name).
 const ID: &str = "svseed";
@@ -182,23 +182,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// One canal-json row message read back: `(schema.table, id, commit ts)`.
-fn decode(m: &ConsumedMessage) -> (String, u64, u64) {
-    let v: serde_json::Value = serde_json::from_slice(&m.value).expect("a canal-json message");
-    let table = format!(
-        "{}.{}",
-        v["database"].as_str().expect("database"),
-        v["table"].as_str().expect("table")
-    );
-    let id = v["data"][0]["id"]
-        .as_str()
-        .expect("data[0].id")
-        .parse()
-        .expect("a numeric id");
-    let ts = v["_tidb"]["commitTs"].as_u64().expect("_tidb.commitTs");
-    (table, id, ts)
-}
 
 #[test]
 fn missing_topic_restarts_50_times_without_leaking_then_delivers_everything() {
@@ -416,7 +399,7 @@ fn missing_topic_restarts_50_times_without_leaking_then_delivers_everything() {
     let messages = read_all(&bootstrap, TOPIC, total, READ_TIMEOUT);
     let mut copies: HashMap<(String, u64), usize> = HashMap::new();
     for m in &messages {
-        let (table, id, ts) = decode(m);
+        let (table, id, ts) = decode_canal_row(m);
         assert_eq!(ts, id, "{table} row {id}: commit ts {ts}");
         *copies.entry((table, id)).or_default() += 1;
     }

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use changefeed::sink::{self, Sink};
 use changefeed::supervisor::{SinkFactory, SupervisorState};
-use changefeed::{DispatcherManager, Error, Feed, HeartBeat, RunningError, Supervisor};
+use changefeed::{
+    default_node, DispatcherManager, Error, Feed, HeartBeat, RunningError, Supervisor,
+};
 use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 
@@ -562,16 +564,6 @@ fn finish(args: &RunArgs, progress: &mut Progress, outcome: Outcome, failed: boo
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// The node name the engine uses by default: the host name, or `localhost`.
-fn default_node() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -1016,3 +1016,21 @@ fn partitions_with_leader(describe: &str) -> Vec<(String, i32)> {
         })
         .collect()
 }
+
+/// One canal-json row message read back: `(schema.table, id, commit ts)`, for rows whose
+/// key column is `id`.
+pub fn decode_canal_row(m: &ConsumedMessage) -> (String, u64, u64) {
+    let v: serde_json::Value = serde_json::from_slice(&m.value).expect("a canal-json message");
+    let table = format!(
+        "{}.{}",
+        v["database"].as_str().expect("database"),
+        v["table"].as_str().expect("table")
+    );
+    let id = v["data"][0]["id"]
+        .as_str()
+        .expect("data[0].id")
+        .parse()
+        .expect("a numeric id");
+    let ts = v["_tidb"]["commitTs"].as_u64().expect("_tidb.commitTs");
+    (table, id, ts)
+}
