@@ -449,8 +449,17 @@ impl Shared {
             interrupt();
         }
         self.quota.close();
+        // Producers first: wake every blocked `send`, and wait until each has left
+        // (`DispatcherShared::release` takes the table's order lock, which a send holds
+        // until it returns). Dispatcher threads stay parked on the full sink channel
+        // meanwhile, so they do not compete with the producers for the CPU.
+        self.lines.lock().closing_tx = None;
+        let dispatchers = self.all_dispatchers_unpruned();
+        for d in &dispatchers {
+            d.release();
+        }
+        // Then the engine's own threads.
         let mut lines = self.lines.lock();
-        lines.closing_tx = None;
         lines.abort_tx = None;
         if let Some(spare) = lines.spare_rx.take() {
             // Drop what the channel holds now; its permits return their bytes.
@@ -459,13 +468,16 @@ impl Shared {
         lines.sink_tx = None;
         lines.heartbeat_stop = None;
         drop(lines);
-        let reg = self.registry.lock();
-        for d in reg.active.values().chain(&reg.retired) {
+        for d in &dispatchers {
             d.stop();
-            d.release();
         }
-        drop(reg);
         self.signal.notify();
+    }
+
+    /// Every dispatcher, removed ones included, in flight or not.
+    fn all_dispatchers_unpruned(&self) -> Vec<Arc<DispatcherShared>> {
+        let reg = self.registry.lock();
+        reg.active.values().chain(&reg.retired).cloned().collect()
     }
 
     /// Joins every dispatcher thread started so far.
