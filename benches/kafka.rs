@@ -32,19 +32,17 @@
 //! Run: `cargo bench --bench kafka` (about 1 to 3 minutes). `CHANGEFEED_BENCH_ROWS`
 //! overrides [`ROWS`].
 
+mod common;
 #[path = "../tests/support/kafka.rs"]
 mod kafka_support;
 
-use std::fs::{self, File};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig, PartitionRule, RequiredAcks};
-use changefeed::{Column, DispatcherManager, RowChange, TableName, Value};
+use changefeed::sink::kafka::RequiredAcks;
+use common::{kafka_run, median, ProducerPerformance};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use kafka_support::{read_all, Broker, KAFKA_3};
 
@@ -67,9 +65,6 @@ const JAVA_CONFIGS: [(&str, &[&str]); 2] = [
         &["batch.size=1048576", "linger.ms=5"],
     ),
 ];
-/// Bound on one ProducerPerformance run (JVM start included).
-const JAVA_TIMEOUT: Duration = Duration::from_secs(120);
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn rows() -> usize {
     std::env::var("CHANGEFEED_BENCH_ROWS")
@@ -131,67 +126,11 @@ fn bootstrap() -> String {
         .bootstrap()
 }
 
-/// A ~200-byte row (as in the `engine` bench): key, two numbers, a 150-byte text.
-fn row(table: &TableName, ts: u64) -> RowChange {
-    RowChange::insert(
-        table.clone(),
-        ts,
-        vec![
-            Column::key("id", Value::UInt(ts)),
-            Column::new("qty", Value::Int(7)),
-            Column::new("price", Value::Decimal("12.50".into())),
-            Column::new("note", Value::Text("n".repeat(150))),
-        ],
-    )
-}
-
-/// One run: `rows` rows from [`PRODUCERS`] threads into `topic`, timed from the first
-/// send to the end of the flush (the sink's connection is made before). Returns the
-/// elapsed time and the events the sink acknowledged (all of them, checked).
-fn our_run(bootstrap: &str, topic: &str, acks: RequiredAcks, rows: usize) -> (Duration, u64) {
-    let config = KafkaSinkConfig::new([bootstrap], topic)
-        .unwrap()
-        .required_acks(acks)
-        .partition_rule("*.*", PartitionRule::IndexValue)
-        .unwrap();
-    let manager = DispatcherManager::builder(format!("bench-{topic}"))
-        .start(KafkaSink::new(config))
-        .unwrap();
-    let tables: Vec<TableName> = (0..PRODUCERS)
-        .map(|i| TableName::new("bench", format!("t{i}")))
-        .collect();
-    let dispatchers: Vec<_> = tables
-        .iter()
-        .map(|t| manager.add_dispatcher(t.clone()).unwrap())
-        .collect();
-    let per = rows / PRODUCERS;
-    let start = Instant::now();
-    thread::scope(|s| {
-        for (d, t) in dispatchers.iter().zip(&tables) {
-            s.spawn(move || {
-                for ts in 1..=per as u64 {
-                    d.send(row(t, ts)).unwrap();
-                }
-            });
-        }
-    });
-    manager.flush(FLUSH_TIMEOUT).unwrap();
-    let elapsed = start.elapsed();
-    let status = manager.status();
-    manager.close().unwrap();
-    assert_eq!(
-        status.events_acked,
-        (per * PRODUCERS) as u64,
-        "every row acked"
-    );
-    (elapsed, status.events_acked)
-}
-
 /// Our average encoded message size: key + value bytes of a sample written by our sink,
 /// read back from the broker.
 fn average_size(bootstrap: &str) -> usize {
     *AVG_SIZE.get_or_init(|| {
-        our_run(bootstrap, SAMPLE_TOPIC, RequiredAcks::All, SAMPLE_ROWS);
+        kafka_run(bootstrap, SAMPLE_TOPIC, RequiredAcks::All, PRODUCERS, SAMPLE_ROWS);
         let messages = read_all(
             bootstrap,
             SAMPLE_TOPIC,
@@ -226,7 +165,7 @@ fn kafka_sink(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        let (elapsed, acked) = our_run(&bootstrap, &topic, acks, rows);
+                        let (elapsed, acked) = kafka_run(&bootstrap, &topic, acks, PRODUCERS, rows);
                         OUR_RUNS
                             .lock()
                             .unwrap()
@@ -238,122 +177,6 @@ fn kafka_sink(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// What one ProducerPerformance run reported: records/s, and its final line.
-struct JavaRun {
-    records_per_sec: f64,
-    line: String,
-}
-
-/// Parses ProducerPerformance's final line: `N records sent, R records/sec (M MB/sec),
-/// …`.
-fn parse_final_line(stdout: &str) -> Option<JavaRun> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.contains("records sent") && l.contains("records/sec"))?;
-    let records_per_sec = line
-        .split(", ")
-        .find(|part| part.contains("records/sec"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(JavaRun {
-        records_per_sec,
-        line: line.trim().to_string(),
-    })
-}
-
-fn java() -> PathBuf {
-    match std::env::var_os("JAVA_HOME") {
-        Some(home) if Path::new(&home).join("bin/java").is_file() => {
-            Path::new(&home).join("bin/java")
-        }
-        _ => PathBuf::from("java"),
-    }
-}
-
-/// Runs ProducerPerformance once, as `kafka-producer-perf-test.sh` would (its JVM
-/// options), logging at WARN to stderr (the harness's tools log config). Panics with its
-/// output when it fails or does not finish within [`JAVA_TIMEOUT`].
-fn producer_performance(
-    broker: &Broker,
-    topic: &str,
-    records: usize,
-    size: usize,
-    acks: &str,
-    props: &[&str],
-) -> JavaRun {
-    let out_path = broker.dir().join(format!("perf-{topic}.out"));
-    let err_path = broker.dir().join(format!("perf-{topic}.err"));
-    let mut child = Command::new(java())
-        .args([
-            "-Xmx512M",
-            "-server",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent",
-            "-XX:-UsePerfData",
-            "-Djava.awt.headless=true",
-        ])
-        .arg(format!(
-            "-Dlog4j.configuration=file:{}",
-            broker.dir().join("tools-log4j.properties").display()
-        ))
-        .arg("-cp")
-        .arg(format!("{}/*", broker.libs().display()))
-        .arg("org.apache.kafka.tools.ProducerPerformance")
-        .args(["--topic", topic])
-        .args(["--num-records", &records.to_string()])
-        .args(["--record-size", &size.to_string()])
-        .args(["--throughput", "-1"])
-        .args([
-            "--producer-props".to_string(),
-            format!("bootstrap.servers={}", broker.bootstrap()),
-            format!("acks={acks}"),
-        ])
-        .args(props)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("create perf stdout"))
-        .stderr(File::create(&err_path).expect("create perf stderr"))
-        .spawn()
-        .expect("spawn java ProducerPerformance");
-    let deadline = Instant::now() + JAVA_TIMEOUT;
-    let status = loop {
-        match child.try_wait().expect("wait for java") {
-            Some(status) => break Some(status),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = fs::remove_file(&out_path);
-    let _ = fs::remove_file(&err_path);
-    match (status, parse_final_line(&stdout)) {
-        (Some(s), Some(run)) if s.success() => run,
-        _ => panic!(
-            "ProducerPerformance ({topic}, acks={acks}) failed: {status:?}\n\
-             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        ),
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
 }
 
 /// Our runs of one acks setting: (rows, elapsed) each.
@@ -388,13 +211,17 @@ fn compare_with_java() {
         return;
     }
     let records = ours[0].2[0].0;
+    let perf = ProducerPerformance {
+        dir: broker.dir(),
+        libs: broker.libs(),
+        bootstrap: broker.bootstrap(),
+    };
     // java[config][acks]: records/s of each run.
     let mut java: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); ours.len()]; JAVA_CONFIGS.len()];
     for i in 1..=JAVA_RUNS {
         for (c, (config, props)) in JAVA_CONFIGS.iter().enumerate() {
             for (k, (label, acks, _)) in ours.iter().enumerate() {
-                let run =
-                    producer_performance(broker, &java_topic(label), records, size, acks, props);
+                let run = perf.run(&java_topic(label), records, size, acks, props);
                 eprintln!(
                     "kafka bench: ProducerPerformance ({config}) acks={acks} run {i}/{JAVA_RUNS}: {}",
                     run.line

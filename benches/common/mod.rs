@@ -1,0 +1,416 @@
+//! What the benches share (`engine`, `kafka`, `report`): the benchmark row, the timed
+//! runs, and Kafka's `ProducerPerformance`. Included with `mod common;`; each bench uses
+//! part of it.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig, PartitionRule, RequiredAcks};
+use changefeed::sink::{Batch, Encoder, Message, Sink};
+use changefeed::{Column, DispatcherManager, Event, RowChange, TableName, Value, MAX_BATCH_EVENTS};
+use crossbeam_channel::{bounded, Receiver};
+use parking_lot::Mutex;
+
+/// `bench.t<i>`: the table of producer `i`.
+pub fn table(i: usize) -> TableName {
+    TableName::new("bench", format!("t{i}"))
+}
+
+/// A ~200-byte row: key, two numbers, a 150-byte text.
+pub fn row(table: &TableName, ts: u64) -> RowChange {
+    RowChange::insert(
+        table.clone(),
+        ts,
+        vec![
+            Column::key("id", Value::UInt(ts)),
+            Column::new("qty", Value::Int(7)),
+            Column::new("price", Value::Decimal("12.50".into())),
+            Column::new("note", Value::Text("n".repeat(150))),
+        ],
+    )
+}
+
+/// `rows / producers` rows from each of `producers` threads (one table each) through the
+/// engine into `sink`, timed from the first send to the end of the flush (manager start
+/// and dispatchers added before).
+pub fn engine_run<S: Sink + 'static>(sink: S, producers: usize, rows: usize) -> Duration {
+    engine_run_counted(sink, producers, rows).elapsed
+}
+
+/// What one [`engine_run_counted`] measured.
+pub struct EngineRun {
+    /// From the first send to the end of the flush.
+    pub elapsed: Duration,
+    /// Events the sink acknowledged.
+    pub events: u64,
+    /// Batches the sink acknowledged (the dispatchers' batches: events / batches is the
+    /// average batch the engine made).
+    pub batches: u64,
+    /// Sends that had to wait for the memory quota.
+    pub quota_waits: u64,
+}
+
+/// [`engine_run`], also returning the engine's acknowledged events and batches.
+pub fn engine_run_counted<S: Sink + 'static>(sink: S, producers: usize, rows: usize) -> EngineRun {
+    let manager = DispatcherManager::builder("bench").start(sink).unwrap();
+    let dispatchers: Vec<_> = (0..producers)
+        .map(|i| manager.add_dispatcher(table(i)).unwrap())
+        .collect();
+    let per = rows / producers;
+    let start = Instant::now();
+    thread::scope(|s| {
+        for (i, d) in dispatchers.iter().enumerate() {
+            s.spawn(move || {
+                let t = table(i);
+                for ts in 1..=per as u64 {
+                    d.send(row(&t, ts)).unwrap();
+                }
+            });
+        }
+    });
+    manager.flush(Duration::from_secs(60)).unwrap();
+    let elapsed = start.elapsed();
+    let status = manager.status();
+    manager.close().unwrap();
+    EngineRun {
+        elapsed,
+        events: status.events_acked,
+        batches: status.batches_acked,
+        quota_waits: status.quota_waits,
+    }
+}
+
+/// The same rows as [`engine_run`] through one bounded crossbeam channel (the engine's
+/// default sink channel capacity), in `Vec`s of [`MAX_BATCH_EVENTS`] rows, to one
+/// consumer thread that counts them.
+pub fn raw_channel_run(producers: usize, rows: usize) -> Duration {
+    let (tx, rx) = bounded::<Vec<RowChange>>(changefeed::DEFAULT_CHANNEL_CAPACITY);
+    let per = rows / producers;
+    let start = Instant::now();
+    let consumer = thread::spawn(move || {
+        let mut n = 0usize;
+        for batch in rx {
+            n += batch.len();
+        }
+        n
+    });
+    thread::scope(|s| {
+        for i in 0..producers {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let t = table(i);
+                let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
+                for ts in 1..=per as u64 {
+                    batch.push(row(&t, ts));
+                    if batch.len() == MAX_BATCH_EVENTS {
+                        tx.send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(MAX_BATCH_EVENTS),
+                        ))
+                        .unwrap();
+                    }
+                }
+                if !batch.is_empty() {
+                    tx.send(batch).unwrap();
+                }
+            });
+        }
+    });
+    drop(tx);
+    assert_eq!(consumer.join().unwrap(), per * producers);
+    start.elapsed()
+}
+
+/// A sink that accepts nothing until told to fail: every dispatcher ends up blocked on
+/// the full channel. Records when it failed.
+struct FailOnCue {
+    cue: Receiver<()>,
+    failed_at: Arc<Mutex<Option<Instant>>>,
+}
+
+struct Empty;
+
+impl Encoder for Empty {
+    fn encode(&self, event: &Event, out: &mut Vec<Message>) -> changefeed::Result<()> {
+        out.push(Message {
+            commit_ts: event.commit_ts(),
+            ..Message::default()
+        });
+        Ok(())
+    }
+}
+
+impl Sink for FailOnCue {
+    fn encoder(&self) -> Arc<dyn Encoder> {
+        Arc::new(Empty)
+    }
+    fn write(&mut self, _batch: &mut Batch) -> changefeed::Result<()> {
+        let _ = self.cue.recv();
+        *self.failed_at.lock() = Some(Instant::now());
+        Err(changefeed::Error::io(
+            "bench sink",
+            std::io::Error::other("failing on cue"),
+        ))
+    }
+    fn flush(&mut self) -> changefeed::Result<()> {
+        Ok(())
+    }
+}
+
+/// `dispatchers` dispatchers blocked on a full channel (channel capacity 1, dispatcher
+/// capacity 1, one producer thread each); the sink fails. Returns (time to the error
+/// report, time to the last sender released), both from the sink's failure.
+pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
+    let (cue_tx, cue) = bounded(1);
+    let failed_at = Arc::new(Mutex::new(None));
+    let (maintainer, heartbeats) = bounded(16);
+    let manager = DispatcherManager::builder("lat")
+        .maintainer(maintainer)
+        .heartbeat_interval(Duration::from_secs(3600))
+        .channel_capacity(1)
+        .dispatcher_capacity(1)
+        .start(FailOnCue {
+            cue,
+            failed_at: Arc::clone(&failed_at),
+        })
+        .unwrap();
+    let (released_tx, released) = bounded(dispatchers);
+    let pushers: Vec<_> = (0..dispatchers)
+        .map(|i| {
+            let d = manager.add_dispatcher(table(i)).unwrap();
+            let released_tx = released_tx.clone();
+            thread::spawn(move || {
+                let t = table(i);
+                for ts in 1.. {
+                    if d.send(row(&t, ts)).is_err() {
+                        released_tx.send(Instant::now()).unwrap();
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every table queue full: each producer's next send blocks.
+    while !manager
+        .status()
+        .dispatchers
+        .iter()
+        .all(|d| d.queue_depth == 1)
+    {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Give those sends time to enter their wait.
+    thread::sleep(Duration::from_millis(20));
+    let reporter = thread::spawn(move || loop {
+        let hb = heartbeats.recv().unwrap();
+        if hb.error.is_some() {
+            return Instant::now();
+        }
+    });
+    cue_tx.send(()).unwrap();
+    let reported_at = reporter.join().unwrap();
+    let last_released = (0..dispatchers)
+        .map(|_| released.recv().unwrap())
+        .max()
+        .unwrap();
+    for p in pushers {
+        p.join().unwrap();
+    }
+    let _ = manager.wait();
+    let failed_at = failed_at.lock().unwrap();
+    (reported_at - failed_at, last_released - failed_at)
+}
+
+/// The median (mean of the middle two for an even count). `NaN` when empty.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Bound on the flush at the end of one Kafka run.
+pub const KAFKA_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One Kafka run: `rows / producers` rows from each of `producers` threads (one table
+/// each) through the engine and our sink (canal-json, `IndexValue` partitioning) into
+/// `topic`, timed from the first send to the end of the flush (the sink's connection is
+/// made before). Returns the elapsed time and the events the sink acknowledged (all of
+/// them, checked).
+pub fn kafka_run(
+    bootstrap: &str,
+    topic: &str,
+    acks: RequiredAcks,
+    producers: usize,
+    rows: usize,
+) -> (Duration, u64) {
+    let config = KafkaSinkConfig::new([bootstrap], topic)
+        .unwrap()
+        .required_acks(acks)
+        .partition_rule("*.*", PartitionRule::IndexValue)
+        .unwrap();
+    let manager = DispatcherManager::builder(format!("bench-{topic}"))
+        .start(KafkaSink::new(config))
+        .unwrap();
+    let tables: Vec<TableName> = (0..producers)
+        .map(|i| TableName::new("bench", format!("t{i}")))
+        .collect();
+    let dispatchers: Vec<_> = tables
+        .iter()
+        .map(|t| manager.add_dispatcher(t.clone()).unwrap())
+        .collect();
+    let per = rows / producers;
+    let start = Instant::now();
+    thread::scope(|s| {
+        for (d, t) in dispatchers.iter().zip(&tables) {
+            s.spawn(move || {
+                for ts in 1..=per as u64 {
+                    d.send(row(t, ts)).unwrap();
+                }
+            });
+        }
+    });
+    manager.flush(KAFKA_FLUSH_TIMEOUT).unwrap();
+    let elapsed = start.elapsed();
+    let status = manager.status();
+    manager.close().unwrap();
+    assert_eq!(
+        status.events_acked,
+        (per * producers) as u64,
+        "every row acked"
+    );
+    (elapsed, status.events_acked)
+}
+
+/// Bound on one ProducerPerformance run (JVM start included).
+pub const JAVA_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one ProducerPerformance run reported: records/s, and its final line.
+pub struct JavaRun {
+    pub records_per_sec: f64,
+    pub line: String,
+}
+
+/// Parses ProducerPerformance's final line: `N records sent, R records/sec (M MB/sec),
+/// …`.
+pub fn parse_final_line(stdout: &str) -> Option<JavaRun> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("records sent") && l.contains("records/sec"))?;
+    let records_per_sec = line
+        .split(", ")
+        .find(|part| part.contains("records/sec"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(JavaRun {
+        records_per_sec,
+        line: line.trim().to_string(),
+    })
+}
+
+/// `$JAVA_HOME/bin/java` if there is one, else `java` from the path.
+pub fn java() -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if Path::new(&home).join("bin/java").is_file() => {
+            Path::new(&home).join("bin/java")
+        }
+        _ => PathBuf::from("java"),
+    }
+}
+
+/// Kafka's `org.apache.kafka.tools.ProducerPerformance` against one broker of the test
+/// harness (`tests/support/kafka.rs`): its directory (for the tools' log config and
+/// scratch output), its jars, its bootstrap address.
+pub struct ProducerPerformance<'a> {
+    pub dir: &'a Path,
+    pub libs: &'a Path,
+    pub bootstrap: String,
+}
+
+impl ProducerPerformance<'_> {
+    /// Runs ProducerPerformance once, as `kafka-producer-perf-test.sh` would (its JVM
+    /// options: C2 JIT, G1, 512 MB heap), `--throughput -1`, logging at WARN to stderr
+    /// (the harness's tools log config), with `acks` and the extra producer `props`.
+    /// Panics with its output when it fails or does not finish within [`JAVA_TIMEOUT`].
+    pub fn run(
+        &self,
+        topic: &str,
+        records: usize,
+        size: usize,
+        acks: &str,
+        props: &[&str],
+    ) -> JavaRun {
+        let out_path = self.dir.join(format!("perf-{topic}.out"));
+        let err_path = self.dir.join(format!("perf-{topic}.err"));
+        let mut child = Command::new(java())
+            .args([
+                "-Xmx512M",
+                "-server",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35",
+                "-XX:+ExplicitGCInvokesConcurrent",
+                "-XX:-UsePerfData",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!(
+                "-Dlog4j.configuration=file:{}",
+                self.dir.join("tools-log4j.properties").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", self.libs.display()))
+            .arg("org.apache.kafka.tools.ProducerPerformance")
+            .args(["--topic", topic])
+            .args(["--num-records", &records.to_string()])
+            .args(["--record-size", &size.to_string()])
+            .args(["--throughput", "-1"])
+            .args([
+                "--producer-props".to_string(),
+                format!("bootstrap.servers={}", self.bootstrap),
+                format!("acks={acks}"),
+            ])
+            .args(props)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("create perf stdout"))
+            .stderr(File::create(&err_path).expect("create perf stderr"))
+            .spawn()
+            .expect("spawn java ProducerPerformance");
+        let deadline = Instant::now() + JAVA_TIMEOUT;
+        let status = loop {
+            match child.try_wait().expect("wait for java") {
+                Some(status) => break Some(status),
+                None if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                None => thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+        let _ = fs::remove_file(&out_path);
+        let _ = fs::remove_file(&err_path);
+        match (status, parse_final_line(&stdout)) {
+            (Some(s), Some(run)) if s.success() => run,
+            _ => panic!(
+                "ProducerPerformance ({topic}, acks={acks}) failed: {status:?}\n\
+                 --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            ),
+        }
+    }
+}
