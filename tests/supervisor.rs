@@ -9,34 +9,9 @@ use std::time::Duration;
 
 use changefeed::sink::Sink;
 use changefeed::supervisor::SinkFactory;
-use changefeed::{DispatcherManager, Event, Feed, Supervisor, SupervisorState};
+use changefeed::{Supervisor, SupervisorState};
 use common::*;
 use crossbeam_channel::bounded;
-
-/// Rows 1..=rows of `tables` tables, commit ts = row number; sends those above from_ts.
-struct Rows {
-    tables: usize,
-    rows: u64,
-    runs: Arc<AtomicUsize>,
-}
-
-impl Feed for Rows {
-    fn run(&mut self, manager: &DispatcherManager, from_ts: u64) -> changefeed::Result<()> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        let dispatchers: Vec<_> = (0..self.tables)
-            .map(|i| manager.add_dispatcher(table(i)))
-            .collect::<changefeed::Result<_>>()?;
-        for ts in from_ts + 1..=self.rows {
-            for (i, d) in dispatchers.iter().enumerate() {
-                d.send(row(&table(i), ts, ts, 16)).map_err(|e| e.cause)?;
-            }
-        }
-        for d in &dispatchers {
-            d.send(Event::Resolved(self.rows)).map_err(|e| e.cause)?;
-        }
-        Ok(())
-    }
-}
 
 fn fast(b: changefeed::supervisor::SupervisorBuilder) -> changefeed::supervisor::SupervisorBuilder {
     b.backoff(

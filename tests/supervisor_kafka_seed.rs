@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use changefeed::sink::Sink;
 use changefeed::supervisor::SinkFactory;
-use changefeed::{DispatcherManager, Event, Feed, Supervisor, SupervisorState};
+use changefeed::{Supervisor, SupervisorState};
 use common::*;
 use crossbeam_channel::bounded;
 use kafka_support::{decode_canal_row, read_all, Broker, KAFKA_3};
@@ -75,32 +75,6 @@ const M_ARENA_MAX: i32 = -8;
 extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
     fn malloc_trim(pad: usize) -> i32;
-}
-
-/// Rows 1..=ROWS of `tables` tables, commit ts = row number; sends every row above
-/// `from_ts` (all at once), then a watermark.
-struct Rows {
-    tables: usize,
-    rows: u64,
-    runs: Arc<AtomicUsize>,
-}
-
-impl Feed for Rows {
-    fn run(&mut self, manager: &DispatcherManager, from_ts: u64) -> changefeed::Result<()> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        let dispatchers: Vec<_> = (0..self.tables)
-            .map(|i| manager.add_dispatcher(table(i)))
-            .collect::<changefeed::Result<_>>()?;
-        for ts in from_ts + 1..=self.rows {
-            for (i, d) in dispatchers.iter().enumerate() {
-                d.send(row(&table(i), ts, ts, 16)).map_err(|e| e.cause)?;
-            }
-        }
-        for d in &dispatchers {
-            d.send(Event::Resolved(self.rows)).map_err(|e| e.cause)?;
-        }
-        Ok(())
-    }
 }
 
 /// What the process holds at one point.

@@ -320,3 +320,34 @@ pub fn heartbeats_until_closed(rx: &Receiver<HeartBeat>) -> Vec<HeartBeat> {
 pub fn errors(heartbeats: &[HeartBeat]) -> Vec<changefeed::RunningError> {
     heartbeats.iter().filter_map(|h| h.error.clone()).collect()
 }
+
+/// A feed: rows 1..=`rows` of `tables` tables, commit ts = row number; sends every row above
+/// `from_ts` (all at once), then a watermark.
+pub struct Rows {
+    pub tables: usize,
+    pub rows: u64,
+    /// Counts the attempts that ran the feed.
+    pub runs: Arc<AtomicUsize>,
+}
+
+impl changefeed::Feed for Rows {
+    fn run(
+        &mut self,
+        manager: &changefeed::DispatcherManager,
+        from_ts: u64,
+    ) -> changefeed::Result<()> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let dispatchers: Vec<_> = (0..self.tables)
+            .map(|i| manager.add_dispatcher(table(i)))
+            .collect::<changefeed::Result<_>>()?;
+        for ts in from_ts + 1..=self.rows {
+            for (i, d) in dispatchers.iter().enumerate() {
+                d.send(row(&table(i), ts, ts, 16)).map_err(|e| e.cause)?;
+            }
+        }
+        for d in &dispatchers {
+            d.send(Event::Resolved(self.rows)).map_err(|e| e.cause)?;
+        }
+        Ok(())
+    }
+}
