@@ -334,7 +334,13 @@ impl Shared {
 
     pub fn checkpoint_ts(&self) -> u64 {
         let dispatchers = self.all_dispatchers();
-        match dispatchers.iter().map(|d| d.progress.checkpoint_ts()).min() {
+        self.changefeed_checkpoint(dispatchers.iter().map(|d| d.progress.checkpoint_ts()))
+    }
+
+    /// The minimum of the dispatchers' checkpoints, remembered for when there are no
+    /// dispatchers (then the last one computed, or `start_ts`).
+    fn changefeed_checkpoint(&self, per_dispatcher: impl Iterator<Item = u64>) -> u64 {
+        match per_dispatcher.min() {
             Some(ts) => {
                 self.last_checkpoint.store(ts, Ordering::Relaxed);
                 ts
@@ -349,13 +355,7 @@ impl Shared {
 
     pub fn heartbeat(&self, error: Option<RunningError>, closed: bool) -> HeartBeat {
         let dispatchers = self.dispatcher_statuses();
-        let checkpoint_ts = match dispatchers.iter().map(|d| d.checkpoint_ts).min() {
-            Some(ts) => {
-                self.last_checkpoint.store(ts, Ordering::Relaxed);
-                ts
-            }
-            None => self.last_checkpoint.load(Ordering::Relaxed),
-        };
+        let checkpoint_ts = self.changefeed_checkpoint(dispatchers.iter().map(|d| d.checkpoint_ts));
         let resolved_ts = dispatchers
             .iter()
             .map(|d| d.resolved_ts)

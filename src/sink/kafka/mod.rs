@@ -77,6 +77,24 @@ use router::Router;
 /// (offset, size, CRC, magic, attributes, key and value lengths).
 pub const RECORD_OVERHEAD: usize = 26;
 
+/// The bytes `m` takes in a protocol v0 message set: what `max-message-bytes` bounds.
+fn record_size(m: &Message) -> usize {
+    m.key.len() + m.value.len() + RECORD_OVERHEAD
+}
+
+/// The records of `idxs` (indices into `pending`), all for one topic-partition.
+fn records<'a>(
+    pending: &'a [(TableName, Message)],
+    topic: &'a str,
+    partition: i32,
+    idxs: &'a [usize],
+) -> impl Iterator<Item = Record<'a, &'a [u8], &'a [u8]>> + 'a {
+    idxs.iter().map(move |&i| {
+        let m = &pending[i].1;
+        Record::from_key_value(topic, &m.key[..], &m.value[..]).with_partition(partition)
+    })
+}
+
 /// A topic and one of its partitions.
 type TopicPartition = (Arc<str>, i32);
 /// The messages of one partition in one request: indices into the pending messages.
@@ -297,15 +315,9 @@ impl KafkaSink {
         pending: &[(TableName, Message)],
         slices: &[Slice],
     ) -> Result<Option<(String, Vec<Slice>)>> {
-        let records: Vec<Record<'_, &[u8], &[u8]>> = slices
+        let records: Vec<_> = slices
             .iter()
-            .flat_map(|(topic, partition, idxs)| {
-                idxs.iter().map(move |&i| {
-                    let m = &pending[i].1;
-                    Record::from_key_value(topic, &m.key[..], &m.value[..])
-                        .with_partition(*partition)
-                })
-            })
+            .flat_map(|(topic, partition, idxs)| records(pending, topic, *partition, idxs))
             .collect();
         let connection = self.connection.as_mut().expect("connected before sending");
         let confirms = match connection.send(&records) {
@@ -382,14 +394,7 @@ impl KafkaSink {
                 .collect()
         };
         while let Some(part) = stack.pop() {
-            let records: Vec<Record<'_, &[u8], &[u8]>> = part
-                .iter()
-                .map(|&i| {
-                    let m = &pending[i].1;
-                    Record::from_key_value(topic, &m.key[..], &m.value[..])
-                        .with_partition(partition)
-                })
-                .collect();
+            let records: Vec<_> = records(pending, topic, partition, &part).collect();
             let Some(connection) = self.connection.as_mut() else {
                 return Ok(Some(rest(part, &stack)));
             };
@@ -412,7 +417,7 @@ impl KafkaSink {
                         table: table.clone(),
                         commit_ts: m.commit_ts,
                         key: key_text(m),
-                        size: m.key.len() + m.value.len() + RECORD_OVERHEAD,
+                        size: record_size(m),
                         limit: None,
                     });
                 }
@@ -507,7 +512,7 @@ impl Sink for KafkaSink {
                 let mut idxs = Vec::new();
                 while let Some(&i) = queue.front() {
                     let m = &pending[i].1;
-                    let size = m.key.len() + m.value.len() + RECORD_OVERHEAD;
+                    let size = record_size(m);
                     if !idxs.is_empty() && share + size > limit {
                         break;
                     }
@@ -562,7 +567,7 @@ impl Encoder for KafkaEncoder {
             if let Event::Row(row) = event {
                 m.route.partition = self.router.partition(row);
             }
-            let size = m.key.len() + m.value.len() + RECORD_OVERHEAD;
+            let size = record_size(m);
             if size > self.max_message_bytes {
                 let key = match event {
                     Event::Row(row) => row
