@@ -63,8 +63,7 @@ mod common;
 mod kafka_support;
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write as _};
+use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,13 +74,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use changefeed::codec::CanalJson;
 use changefeed::sink::kafka::RequiredAcks;
-use changefeed::sink::{Batch, Batching, BlackholeSink, Encoder, FileSink, Message, Sink};
-use changefeed::{DispatcherManager, Event, DEFAULT_CHANNEL_CAPACITY, MAX_BATCH_EVENTS};
+use changefeed::sink::{Batch, BlackholeSink, Encoder, FileSink, Sink};
+use changefeed::{DispatcherManager, DEFAULT_CHANNEL_CAPACITY, MAX_BATCH_EVENTS};
 use common::{
-    close_latency_run, engine_run_counted, kafka_run, median, raw_channel_run, row, table,
-    EngineRun,
+    close_latency_run, engine_run_counted, kafka_run, median, raw_channel_run, raw_file_run, row,
+    table, EngineRun,
 };
-use crossbeam_channel::{bounded, Receiver, TryRecvError};
+use crossbeam_channel::{bounded, Receiver};
 use kafka_support::{read_all, Broker, KAFKA_3};
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
@@ -388,88 +387,6 @@ impl Pipeline {
             Pipeline::EngineFile => "engine_file_canal_json",
         }
     }
-}
-
-/// The raw channel with canal-json encoding on the producers and a consumer that writes
-/// the file as `FileSink` does, flushing and syncing per group as the sink thread does
-/// with the default [`Batching`]. Timed from the first row to the last sync.
-fn raw_file_run(producers: usize, rows: usize, path: &Path) -> Duration {
-    let (tx, rx) = bounded::<Vec<Message>>(DEFAULT_CHANNEL_CAPACITY);
-    let per = rows / producers;
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open the raw file");
-    let start = Instant::now();
-    let consumer = thread::spawn(move || -> std::io::Result<usize> {
-        let batching = Batching::default();
-        let mut out = BufWriter::with_capacity(256 << 10, file);
-        let mut written = 0usize;
-        let mut write =
-            |out: &mut BufWriter<File>, batch: Vec<Message>| -> std::io::Result<(usize, usize)> {
-                let mut bytes = 0;
-                for m in &batch {
-                    out.write_all(&m.value)?;
-                    out.write_all(b"\n")?;
-                    bytes += m.key.len() + m.value.len();
-                }
-                written += batch.len();
-                Ok((bytes, batch.len()))
-            };
-        'groups: while let Ok(first) = rx.recv() {
-            let (mut bytes, mut messages) = write(&mut out, first)?;
-            while bytes < batching.max_bytes && messages < batching.max_messages {
-                match rx.try_recv() {
-                    Ok(batch) => {
-                        let (b, m) = write(&mut out, batch)?;
-                        bytes += b;
-                        messages += m;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => break 'groups,
-                }
-            }
-            out.flush()?;
-            out.get_ref().sync_data()?;
-        }
-        out.flush()?;
-        out.get_ref().sync_data()?;
-        Ok(written)
-    });
-    thread::scope(|s| {
-        for i in 0..producers {
-            let tx = tx.clone();
-            s.spawn(move || {
-                let t = table(i);
-                let encoder = CanalJson::default();
-                let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
-                let mut events = 0;
-                for ts in 1..=per as u64 {
-                    encoder
-                        .encode(&Event::Row(row(&t, ts)), &mut batch)
-                        .expect("encode");
-                    events += 1;
-                    if events == MAX_BATCH_EVENTS {
-                        events = 0;
-                        tx.send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(MAX_BATCH_EVENTS),
-                        ))
-                        .unwrap();
-                    }
-                }
-                if !batch.is_empty() {
-                    tx.send(batch).unwrap();
-                }
-            });
-        }
-    });
-    drop(tx);
-    let written = consumer.join().unwrap().expect("write the raw file");
-    let elapsed = start.elapsed();
-    assert_eq!(written, per * producers);
-    elapsed
 }
 
 /// One run of a pipeline.

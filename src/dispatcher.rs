@@ -9,6 +9,7 @@
 //!
 //! [`Builder::dispatcher_capacity`]: crate::Builder::dispatcher_capacity
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -405,34 +406,35 @@ impl Worker {
 
     /// Moves queued events to the sink until stopped. `Ok` is a clean stop.
     fn work(&self) -> Result<()> {
-        let mut carried: Option<Queued> = None;
+        let mut pending = VecDeque::with_capacity(MAX_BATCH_EVENTS);
         loop {
-            let first = match carried.take().or_else(|| self.queue_rx.try_recv().ok()) {
-                Some(item) => item,
-                None => select! {
-                    recv(self.queue_rx) -> item => match item {
-                        Ok(item) => item,
-                        Err(_) => return Ok(()),
+            if pending.is_empty() {
+                let first = match self.queue_rx.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => select! {
+                        recv(self.queue_rx) -> item => match item {
+                            Ok(item) => item,
+                            Err(_) => return Ok(()),
+                        },
+                        recv(self.stop_rx) -> _ => return self.drain(pending),
+                        recv(self.shared.abort_rx) -> _ => return Ok(()),
                     },
-                    recv(self.stop_rx) -> _ => return self.drain(),
-                    recv(self.shared.abort_rx) -> _ => return Ok(()),
-                },
-            };
-            let (batch, next) = self.build(first)?;
-            carried = next;
+                };
+                pending.push_back(first);
+            }
+            let batch = self.build(&mut pending)?;
             if !self.deliver(batch) {
                 return Ok(());
             }
         }
     }
 
-    /// On stop: delivers everything queued, then seals the queue.
-    fn drain(&self) -> Result<()> {
+    /// On stop: delivers everything taken or queued, then seals the queue.
+    fn drain(&self, mut pending: VecDeque<Queued>) -> Result<()> {
         loop {
-            let mut carried = None;
-            while let Some(first) = carried.take().or_else(|| self.queue_rx.try_recv().ok()) {
-                let (batch, next) = self.build(first)?;
-                carried = next;
+            self.take_queued(&mut pending);
+            while !pending.is_empty() {
+                let batch = self.build(&mut pending)?;
                 if !self.deliver(batch) {
                     return Ok(());
                 }
@@ -447,29 +449,47 @@ impl Worker {
         }
     }
 
-    /// Encodes `first` and whatever else is queued right now (without waiting) into one
-    /// batch. A DDL goes alone; one met later is handed back for the next batch.
-    fn build(&self, first: Queued) -> Result<(Batch, Option<Queued>)> {
+    /// Moves what is queued right now into `pending`, up to [`MAX_BATCH_EVENTS`],
+    /// without waiting.
+    ///
+    /// Taken all at once, before any is encoded: a producer blocked on the full queue
+    /// is then woken once to a queue with room for many events, instead of once per
+    /// event (waking for the one slot each encoded event frees, and blocking again).
+    fn take_queued(&self, pending: &mut VecDeque<Queued>) {
+        while pending.len() < MAX_BATCH_EVENTS {
+            match self.queue_rx.try_recv() {
+                Ok(item) => pending.push_back(item),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Encodes the events at the front of `pending` (topped up from the queue first,
+    /// without waiting; never empty) into one batch. A DDL goes alone; events past the
+    /// batch's limits stay in `pending` for the next one.
+    fn build(&self, pending: &mut VecDeque<Queued>) -> Result<Batch> {
+        self.take_queued(pending);
+        let first = pending
+            .pop_front()
+            .expect("build is called with pending events");
         let ddl = matches!(first.event, Event::Ddl(_));
-        let mut messages = Vec::new();
+        // Most events encode to one message: sized once instead of grown step by step.
+        let mut messages = Vec::with_capacity(if ddl { 1 } else { pending.len() + 1 });
         let mut permit = first.permit;
         let mut bytes = self.encode(&first.event, &mut messages)?;
         let mut events = 1;
-        let mut next = None;
         while !ddl && events < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-            let Ok(item) = self.queue_rx.try_recv() else {
-                break;
-            };
-            if matches!(item.event, Event::Ddl(_)) {
-                next = Some(item);
-                break;
+            match pending.front() {
+                Some(item) if !matches!(item.event, Event::Ddl(_)) => {}
+                _ => break,
             }
+            let item = pending.pop_front().expect("looked at above");
             bytes += self.encode(&item.event, &mut messages)?;
             permit.merge(item.permit);
             events += 1;
         }
         permit.settle(bytes);
-        let batch = Batch {
+        Ok(Batch {
             table: self.inner.table.clone(),
             messages,
             events,
@@ -479,8 +499,7 @@ impl Worker {
                 events: events as u64,
                 permit,
             },
-        };
-        Ok((batch, next))
+        })
     }
 
     /// Encodes one event; returns the bytes its messages hold.

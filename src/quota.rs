@@ -6,6 +6,12 @@
 //! So the quota is fully returned after close whatever path the events took.
 //!
 //! Waiting for quota blocks like a full channel; [`Quota::close`] wakes every waiter.
+//!
+//! Waiters are woken together, and only once a [`WAKE_SHARE`]th of the quota (or what the
+//! largest waiter asks for, if more) is free again, not on every release: with hundreds
+//! of producers waiting, waking them all for each acknowledged batch costs more context
+//! switches than the batch is worth. Meanwhile a new blocking acquisition queues behind
+//! the waiters instead of taking the bytes they wait for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,10 +28,25 @@ pub(crate) struct Quota {
     waits: AtomicU64,
 }
 
+/// Waiters are woken once `capacity / WAKE_SHARE` bytes are free.
+pub(crate) const WAKE_SHARE: usize = 16;
+
 #[derive(Debug)]
 struct State {
     used: usize,
     closed: bool,
+    /// Blocking acquisitions waiting now.
+    waiting: usize,
+    /// The largest of their requests (kept until no one waits).
+    largest_wait: usize,
+}
+
+impl State {
+    /// Whether enough is free to wake the waiters.
+    fn wakes_waiters(&self, capacity: usize) -> bool {
+        let enough = (capacity / WAKE_SHARE).max(self.largest_wait).min(capacity);
+        self.waiting > 0 && capacity.saturating_sub(self.used) >= enough
+    }
 }
 
 /// Why no permit was granted.
@@ -44,6 +65,8 @@ impl Quota {
             state: Mutex::new(State {
                 used: 0,
                 closed: false,
+                waiting: 0,
+                largest_wait: 0,
             }),
             freed: Condvar::new(),
             waits: AtomicU64::new(0),
@@ -74,38 +97,55 @@ impl Quota {
     ) -> Result<Permit, Refused> {
         debug_assert!(bytes <= self.capacity);
         let mut state = self.state.lock();
-        let mut counted = false;
-        loop {
-            if state.closed {
-                return Err(Refused::Closed);
-            }
-            if state.used + bytes <= self.capacity {
-                state.used += bytes;
-                return Ok(Permit {
-                    quota: Arc::clone(self),
-                    bytes,
-                });
-            }
-            if !counted {
-                self.waits.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            match deadline {
-                None => self.freed.wait(&mut state),
-                Some(deadline) => {
-                    if self.freed.wait_until(&mut state, deadline).timed_out() {
-                        // One last look: a release may have raced the timeout.
-                        if !state.closed && state.used + bytes <= self.capacity {
-                            continue;
-                        }
-                        return Err(if state.closed {
-                            Refused::Closed
-                        } else {
-                            Refused::Full
-                        });
-                    }
+        if state.closed {
+            return Err(Refused::Closed);
+        }
+        let fits = |state: &State| state.used + bytes <= self.capacity;
+        let blocking = deadline.is_none_or(|d| d > Instant::now());
+        // A blocking acquisition queues behind those already waiting, unless enough is
+        // free that they would be woken anyway; a try takes what is free.
+        let queue_behind = blocking && state.waiting > 0 && !state.wakes_waiters(self.capacity);
+        if fits(&state) && !queue_behind {
+            return Ok(self.grant(&mut state, bytes));
+        }
+        if !blocking {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        state.waiting += 1;
+        state.largest_wait = state.largest_wait.max(bytes);
+        let outcome = loop {
+            let timed_out = match deadline {
+                None => {
+                    self.freed.wait(&mut state);
+                    false
                 }
+                Some(deadline) => self.freed.wait_until(&mut state, deadline).timed_out(),
+            };
+            if state.closed {
+                break Err(Refused::Closed);
             }
+            // Woken (or out of time, when a release may have raced the timeout).
+            if fits(&state) {
+                break Ok(());
+            }
+            if timed_out {
+                break Err(Refused::Full);
+            }
+        };
+        state.waiting -= 1;
+        if state.waiting == 0 {
+            state.largest_wait = 0;
+        }
+        outcome.map(|()| self.grant(&mut state, bytes))
+    }
+
+    fn grant(self: &Arc<Self>, state: &mut State, bytes: usize) -> Permit {
+        state.used += bytes;
+        Permit {
+            quota: Arc::clone(self),
+            bytes,
         }
     }
 
@@ -121,8 +161,11 @@ impl Quota {
         }
         let mut state = self.state.lock();
         state.used -= bytes;
+        let wake = state.wakes_waiters(self.capacity);
         drop(state);
-        self.freed.notify_all();
+        if wake {
+            self.freed.notify_all();
+        }
     }
 
     fn grow(&self, bytes: usize) {
@@ -209,6 +252,66 @@ mod tests {
         }
         drop(held);
         assert_eq!(waiter.join().unwrap(), Ok(4));
+    }
+
+    #[test]
+    fn waiters_wake_once_a_share_or_the_largest_request_is_free() {
+        let state = |used, waiting, largest_wait| State {
+            used,
+            closed: false,
+            waiting,
+            largest_wait,
+        };
+        // 1600 bytes: waiters wake once 100 are free.
+        assert!(!state(1550, 1, 10).wakes_waiters(1600));
+        assert!(state(1500, 1, 10).wakes_waiters(1600));
+        // A larger request raises the bar to itself...
+        assert!(!state(1400, 2, 300).wakes_waiters(1600));
+        assert!(state(1300, 2, 300).wakes_waiters(1600));
+        // ...up to the whole quota, which an empty quota always meets.
+        assert!(state(0, 1, 5000).wakes_waiters(1600));
+        // No one to wake.
+        assert!(!state(0, 0, 0).wakes_waiters(1600));
+    }
+
+    #[test]
+    fn blocked_acquisitions_all_complete_as_permits_drop() {
+        // 8 threads each take 200-byte permits 50 times from a 1000-byte quota; the
+        // main thread's permit keeps it full at first. Every acquisition completes.
+        let q = Quota::new(1000);
+        let held = q.acquire(1000, None).unwrap();
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _p = q.acquire(200, None).expect("never closed");
+                        thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        while q.waits() < 8 {
+            thread::yield_now();
+        }
+        drop(held);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(q.used(), 0);
+    }
+
+    #[test]
+    fn a_waiter_for_more_than_a_share_is_woken() {
+        let q = Quota::new(1600);
+        let held = q.acquire(1600, None).unwrap();
+        let q2 = Arc::clone(&q);
+        let waiter = thread::spawn(move || q2.acquire(1200, None).map(|p| p.bytes));
+        while q.waits() == 0 {
+            thread::yield_now();
+        }
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Ok(1200));
     }
 
     #[test]

@@ -3,17 +3,22 @@
 //! part of it.
 #![allow(dead_code)]
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use changefeed::codec::CanalJson;
 use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig, PartitionRule, RequiredAcks};
-use changefeed::sink::{Batch, BlackholeSink, Encoder, Sink};
-use changefeed::{Column, DispatcherManager, RowChange, TableName, Value, MAX_BATCH_EVENTS};
-use crossbeam_channel::{bounded, Receiver};
+use changefeed::sink::{Batch, Batching, BlackholeSink, Encoder, Message, Sink};
+use changefeed::{
+    Column, DispatcherManager, Event, RowChange, TableName, Value, DEFAULT_CHANNEL_CAPACITY,
+    MAX_BATCH_EVENTS,
+};
+use crossbeam_channel::{bounded, Receiver, TryRecvError};
 use parking_lot::Mutex;
 
 /// `bench.t<i>`: the table of producer `i`.
@@ -124,6 +129,88 @@ pub fn raw_channel_run(producers: usize, rows: usize) -> Duration {
     drop(tx);
     assert_eq!(consumer.join().unwrap(), per * producers);
     start.elapsed()
+}
+
+/// The raw channel with canal-json encoding on the producers and a consumer that writes
+/// the file as `FileSink` does, flushing and syncing per group as the sink thread does
+/// with the default [`Batching`]. Timed from the first row to the last sync.
+pub fn raw_file_run(producers: usize, rows: usize, path: &Path) -> Duration {
+    let (tx, rx) = bounded::<Vec<Message>>(DEFAULT_CHANNEL_CAPACITY);
+    let per = rows / producers;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the raw file");
+    let start = Instant::now();
+    let consumer = thread::spawn(move || -> std::io::Result<usize> {
+        let batching = Batching::default();
+        let mut out = BufWriter::with_capacity(256 << 10, file);
+        let mut written = 0usize;
+        let mut write =
+            |out: &mut BufWriter<File>, batch: Vec<Message>| -> std::io::Result<(usize, usize)> {
+                let mut bytes = 0;
+                for m in &batch {
+                    out.write_all(&m.value)?;
+                    out.write_all(b"\n")?;
+                    bytes += m.key.len() + m.value.len();
+                }
+                written += batch.len();
+                Ok((bytes, batch.len()))
+            };
+        'groups: while let Ok(first) = rx.recv() {
+            let (mut bytes, mut messages) = write(&mut out, first)?;
+            while bytes < batching.max_bytes && messages < batching.max_messages {
+                match rx.try_recv() {
+                    Ok(batch) => {
+                        let (b, m) = write(&mut out, batch)?;
+                        bytes += b;
+                        messages += m;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'groups,
+                }
+            }
+            out.flush()?;
+            out.get_ref().sync_data()?;
+        }
+        out.flush()?;
+        out.get_ref().sync_data()?;
+        Ok(written)
+    });
+    thread::scope(|s| {
+        for i in 0..producers {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let t = table(i);
+                let encoder = CanalJson::default();
+                let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
+                let mut events = 0;
+                for ts in 1..=per as u64 {
+                    encoder
+                        .encode(&Event::Row(row(&t, ts)), &mut batch)
+                        .expect("encode");
+                    events += 1;
+                    if events == MAX_BATCH_EVENTS {
+                        events = 0;
+                        tx.send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(MAX_BATCH_EVENTS),
+                        ))
+                        .unwrap();
+                    }
+                }
+                if !batch.is_empty() {
+                    tx.send(batch).unwrap();
+                }
+            });
+        }
+    });
+    drop(tx);
+    let written = consumer.join().unwrap().expect("write the raw file");
+    let elapsed = start.elapsed();
+    assert_eq!(written, per * producers);
+    elapsed
 }
 
 /// A sink that accepts nothing until told to fail: every dispatcher ends up blocked on
