@@ -27,10 +27,12 @@ pub struct HeartBeat {
     pub checkpoint_ts: u64,
     /// The minimum over dispatchers of their last watermark.
     pub resolved_ts: u64,
-    /// Each dispatcher's status.
+    /// Each dispatcher's status; empty in the error heartbeat.
     pub dispatchers: Vec<DispatcherStatus>,
     /// The error that stopped the changefeed. Set in exactly one heartbeat, sent before
-    /// any sender is released.
+    /// any sender is released, and as soon as the failure is seen: that heartbeat
+    /// carries the checkpoint and watermark last computed (never ahead of the truth) and
+    /// no dispatcher statuses. The final `closed` heartbeat has the exact ones.
     pub error: Option<RunningError>,
     /// Set in the last heartbeat, once every thread has stopped.
     pub closed: bool,

@@ -17,9 +17,9 @@ use crate::error::{panic_text, Error, Result};
 use crate::heartbeat::{self, RunningError};
 use crate::manager::Shared;
 
-/// How the sink thread ended, as the error to report (`None`: a clean return).
-fn sink_outcome(joined: thread::Result<Result<()>>) -> Option<Error> {
-    match joined {
+/// How the sink thread's body ended, as the error to report (`None`: a clean return).
+pub(crate) fn sink_outcome(ended: thread::Result<Result<()>>) -> Option<Error> {
+    match ended {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error),
         Err(payload) => Some(Error::SinkPanicked {
@@ -28,34 +28,48 @@ fn sink_outcome(joined: thread::Result<Result<()>>) -> Option<Error> {
     }
 }
 
-/// The watcher thread body.
+/// The watcher thread body. `sink_ended` carries how the sink thread's body ended, sent
+/// as it ends; it disconnects without a message only if the thread unwound past that.
 pub(crate) fn run(
     shared: Arc<Shared>,
-    sink: JoinHandle<Result<()>>,
-    sink_exited: Receiver<()>,
+    sink: JoinHandle<()>,
+    sink_ended: Receiver<Option<Error>>,
     faults: Receiver<Error>,
     heartbeat: Option<JoinHandle<()>>,
 ) {
     let mut sink = Some(sink);
+    let mut sink_running = true;
     let failure = select! {
-        recv(sink_exited) -> _ => sink.take().map(|s| sink_outcome(s.join())).unwrap_or(None),
+        recv(sink_ended) -> ended => {
+            sink_running = false;
+            match ended {
+                Ok(outcome) => outcome,
+                Err(_) => joined(sink.take()),
+            }
+        }
         recv(faults) -> fault => fault.ok(),
     };
     if let Some(error) = shared.end(failure) {
         // 1. Report, while every sender is still held.
         log::error!("changefeed {} failed: {error}", shared.config.changefeed);
         let report = RunningError::new(&shared.config.node, &error);
-        heartbeat::send_reliably(&shared, shared.heartbeat(Some(report), false));
+        heartbeat::send_reliably(&shared, shared.error_heartbeat(report));
         shared.reported(error);
     }
     // 2. Release every sender, then join what was released.
     shared.release();
     shared.join_dispatchers();
-    if let Some(sink) = sink {
-        // Returns once the sink's current call does (it quits on the abort line).
-        let _ = sink_exited.recv();
-        let failure = sink_outcome(sink.join());
-        shared.end(failure);
+    if sink_running {
+        // Comes once the sink's current call returns (it quits on the abort line).
+        let outcome = match sink_ended.recv() {
+            Ok(outcome) => outcome,
+            Err(_) => joined(sink.take()),
+        };
+        shared.end(outcome);
+    }
+    // A panic after the body (dropping the sink) still counts, during a close.
+    if let Some(panic) = joined(sink.take()) {
+        shared.end(Some(panic));
     }
     if let Some(heartbeat) = heartbeat {
         let _ = heartbeat.join();
@@ -64,9 +78,26 @@ pub(crate) fn run(
     shared.finish(None);
 }
 
+/// Joins the sink thread (if not yet joined): a panic is its outcome.
+fn joined(sink: Option<JoinHandle<()>>) -> Option<Error> {
+    let payload = sink?.join().err()?;
+    Some(Error::SinkPanicked {
+        message: panic_text(&*payload),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_thread_that_unwinds_past_its_report_is_joined_for_the_panic() {
+        let t = thread::spawn(|| panic!("dropping the sink"));
+        let e = joined(Some(t)).unwrap();
+        assert_eq!(e.to_string(), "sink panicked: dropping the sink");
+        assert!(joined(Some(thread::spawn(|| ()))).is_none());
+        assert!(joined(None).is_none());
+    }
 
     #[test]
     fn sink_outcome_tells_clean_return_error_and_panic_apart() {

@@ -69,7 +69,13 @@ fn assert_one_report(heartbeats: &[changefeed::HeartBeat], code: &str, text: &st
     assert_eq!(errors[0].code, code);
     assert!(errors[0].message.contains(text), "{:?}", errors[0].message);
     assert!(errors[0].time.ends_with('Z') && errors[0].time.contains('T'));
-    assert!(heartbeats.last().unwrap().closed);
+    let last = heartbeats.last().unwrap();
+    assert!(last.closed);
+    // The report goes out before any dispatcher's state is read; the final heartbeat
+    // has every status and the exact checkpoint.
+    let report = heartbeats.iter().find(|h| h.error.is_some()).unwrap();
+    assert!(report.dispatchers.is_empty(), "{:?}", report.dispatchers);
+    assert!(report.checkpoint_ts <= last.checkpoint_ts);
 }
 
 #[test]
@@ -77,6 +83,11 @@ fn sink_error_is_reported_once_and_closes() {
     let (sink, _control) = FaultSink::failing(5, Fault::Error);
     let (hbs, error, causes) = run_until_failure("fe1", sink, 4, None);
     assert_one_report(&hbs, "CDC:ErrSinkIO", "injected failure");
+    assert_eq!(
+        hbs.last().unwrap().dispatchers.len(),
+        4,
+        "every status, at the end"
+    );
     assert_eq!(error.code(), "CDC:ErrSinkIO");
     assert!(causes.iter().all(|c| c == "CDC:ErrSinkIO"), "{causes:?}");
 }

@@ -256,15 +256,21 @@ pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
         })
         .unwrap();
     let (released_tx, released) = bounded(dispatchers);
+    // Released producers wait here until all are, so that the exits of the first (stack
+    // unmapping, TLB shootdowns) do not slow the last: the bench's threads, not the
+    // engine's cost.
+    let (done_tx, done) = bounded::<()>(0);
     let pushers: Vec<_> = (0..dispatchers)
         .map(|i| {
             let d = manager.add_dispatcher(table(i)).unwrap();
             let released_tx = released_tx.clone();
+            let done = done.clone();
             thread::spawn(move || {
                 let t = table(i);
                 for ts in 1.. {
                     if d.send(row(&t, ts)).is_err() {
                         released_tx.send(Instant::now()).unwrap();
+                        let _ = done.recv();
                         return;
                     }
                 }
@@ -294,6 +300,7 @@ pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
         .map(|_| released.recv().unwrap())
         .max()
         .unwrap();
+    drop(done_tx);
     for p in pushers {
         p.join().unwrap();
     }

@@ -9,7 +9,7 @@
 //!
 //! Exit status: 0 when the source ended and everything was acknowledged (or after a
 //! graceful Ctrl-C); 1 when the changefeed failed (the `RunningError` is printed; with
-//! `--json` the heartbeat carrying it is the one line on stdout); 2 for bad usage, an
+//! `--json` the final heartbeat, carrying it, is the one line on stdout); 2 for bad usage, an
 //! invalid source, sink URI or setting; 130 after a second Ctrl-C (abort, no flush).
 //!
 //! Logs go through env_logger (`RUST_LOG`; by default warnings, less the engine's
@@ -381,7 +381,15 @@ fn run_once(
     // own (a bad line, the input unreadable) — except the refusals that follow our own
     // close after Ctrl-C; else one raised while closing.
     let failure = match (&error_report, &fed, &closed) {
-        (Some(hb), _, _) => Some(hb.clone()),
+        // The error heartbeat carries no dispatcher statuses (it is sent at once); the
+        // final one has them, and the exact checkpoint: report that, with the error.
+        (Some(hb), _, _) => Some(match last_report.as_ref().filter(|last| last.closed) {
+            Some(last) => HeartBeat {
+                error: hb.error.clone(),
+                ..last.clone()
+            },
+            None => hb.clone(),
+        }),
         (None, Err(Error::ChangefeedClosed), _) if interrupted.is_some() => {
             closed.as_ref().err().map(|e| synthesize(Some(e)))
         }
