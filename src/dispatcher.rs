@@ -53,6 +53,12 @@ pub(crate) struct DispatcherShared {
     /// until the watcher has reported and drops the abort line.
     spare_rx: Mutex<Option<Receiver<Queued>>>,
     stop_tx: Mutex<Option<Sender<()>>>,
+    /// Dropped when sends stop being accepted (close or failure): wakes a `send` blocked
+    /// on the full queue, which hands its event back. One line per table, not one for
+    /// the changefeed: a thousand senders woken from one channel would all queue on its
+    /// lock to unregister.
+    closing_tx: Mutex<Option<Sender<()>>>,
+    closing_rx: Receiver<()>,
     removed: AtomicBool,
     /// Disconnects when the thread has exited (its sender lives in the thread).
     exited: Receiver<()>,
@@ -81,6 +87,12 @@ impl DispatcherShared {
         if let Some(spare) = self.spare_rx.lock().take() {
             while spare.try_recv().is_ok() {}
         }
+    }
+
+    /// Wakes a send blocked on the full queue; it sees sends refused and hands its
+    /// event back.
+    pub fn wake_senders(&self) {
+        self.closing_tx.lock().take();
     }
 
     pub fn remove(&self) {
@@ -114,7 +126,10 @@ pub(crate) fn spawn_dispatcher(
     let (queue_tx, queue_rx) = bounded(shared.config.dispatcher_capacity);
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (exited_tx, exited) = bounded::<()>(0);
+    let (closing_tx, closing_rx) = bounded::<()>(0);
     let inner = Arc::new(DispatcherShared {
+        closing_tx: Mutex::new(Some(closing_tx)),
+        closing_rx,
         exited,
         progress: Progress::new(shared.config.start_ts),
         table: table.clone(),
@@ -291,7 +306,7 @@ impl Dispatcher {
         match send_unless_aborted(
             &self.inner.queue_tx,
             item,
-            &self.shared.closing_rx,
+            &self.inner.closing_rx,
             wait.deadline(),
         ) {
             Ok(()) => {

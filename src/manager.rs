@@ -274,9 +274,6 @@ struct Lines {
     spare_rx: Option<Receiver<Batch>>,
     /// Dropped to make every dispatcher, the sink thread and every blocked `send` quit.
     abort_tx: Option<Sender<()>>,
-    /// Dropped when sends stop being accepted (close or failure): wakes blocked `send`s,
-    /// which hand their events back.
-    closing_tx: Option<Sender<()>>,
     heartbeat_stop: Option<Sender<()>>,
 }
 
@@ -300,7 +297,6 @@ pub(crate) struct Shared {
     /// or a close timeout), so the sink thread does not go on retrying for nobody.
     interrupter: Option<Interrupter>,
     pub abort_rx: Receiver<()>,
-    pub closing_rx: Receiver<()>,
     pub fault_tx: Sender<Error>,
     /// False once sends are refused; the fast path of `send`.
     accepting: AtomicBool,
@@ -407,8 +403,10 @@ impl Shared {
         for d in self.registry.lock().active.values() {
             d.stop();
         }
+        for d in self.all_dispatchers_unpruned() {
+            d.wake_senders();
+        }
         let mut lines = self.lines.lock();
-        lines.closing_tx = None;
         // With every dispatcher gone, the sink thread sees the channel disconnect.
         lines.sink_tx = None;
         drop(lines);
@@ -474,8 +472,10 @@ impl Shared {
         // (`DispatcherShared::release` takes the table's order lock, which a send holds
         // until it returns). Dispatcher threads stay parked on the full sink channel
         // meanwhile, so they do not compete with the producers for the CPU.
-        self.lines.lock().closing_tx = None;
         let dispatchers = self.all_dispatchers_unpruned();
+        for d in &dispatchers {
+            d.wake_senders();
+        }
         for d in &dispatchers {
             d.release();
         }
@@ -598,7 +598,6 @@ impl DispatcherManager {
     ) -> Result<DispatcherManager> {
         let (sink_tx, sink_rx) = bounded::<Batch>(config.channel_capacity);
         let (abort_tx, abort_rx) = bounded::<()>(0);
-        let (closing_tx, closing_rx) = bounded::<()>(0);
         // Only the first fault matters; later ones are its consequences.
         let (fault_tx, fault_rx) = bounded::<Error>(1);
         let (sink_exit_tx, sink_exit_rx) = bounded::<Option<Error>>(1);
@@ -610,7 +609,6 @@ impl DispatcherManager {
             counters: Counters::default(),
             encoder: sink.encoder(),
             abort_rx: abort_rx.clone(),
-            closing_rx,
             fault_tx,
             accepting: AtomicBool::new(true),
             cause: OnceLock::new(),
@@ -620,7 +618,6 @@ impl DispatcherManager {
                 sink_tx: Some(sink_tx),
                 spare_rx: Some(sink_rx.clone()),
                 abort_tx: Some(abort_tx),
-                closing_tx: Some(closing_tx),
                 heartbeat_stop: Some(heartbeat_stop),
             }),
             registry: Mutex::default(),

@@ -65,11 +65,19 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
 
     // 16 pushers, each pushing until its first failure, which it reports.
     let (report_tx, reports) = bounded(DISPATCHERS);
+    // The sink fails as it starts, so a late `add_dispatcher` may already be refused,
+    // with the same error: that table's pusher reports it without pushing.
     let pushers: Vec<_> = (0..DISPATCHERS)
-        .map(|i| {
-            let d = manager.add_dispatcher(table(i)).unwrap();
+        .filter_map(|i| {
+            let d = match manager.add_dispatcher(table(i)) {
+                Ok(d) => d,
+                Err(e) => {
+                    report_tx.send((i, 0, e)).unwrap();
+                    return None;
+                }
+            };
             let report_tx = report_tx.clone();
-            std::thread::spawn(move || {
+            Some(std::thread::spawn(move || {
                 let mut accepted = 0u64;
                 loop {
                     let seq = accepted + 1;
@@ -77,11 +85,11 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
                         Ok(()) => accepted += 1,
                         Err(e) => {
                             report_tx.send((i, accepted, e.cause)).unwrap();
-                            return d;
+                            return (i, d);
                         }
                     }
                 }
-            })
+            }))
         })
         .collect();
     drop(report_tx);
@@ -144,8 +152,8 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
     }
     let dispatchers: Vec<_> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
     // And any later push fails at once, with the same error.
-    for (i, d) in dispatchers.iter().enumerate() {
-        let e = d.send(row(&table(i), u64::MAX / 2, 0, 1)).unwrap_err();
+    for (i, d) in &dispatchers {
+        let e = d.send(row(&table(*i), u64::MAX / 2, 0, 1)).unwrap_err();
         assert_eq!(e.cause.code(), "CDC:ErrKafkaTopicNotExists", "{}", e.cause);
     }
     let status = manager.status();
