@@ -7,11 +7,14 @@
 //!
 //! Waiting for quota blocks like a full channel; [`Quota::close`] wakes every waiter.
 //!
-//! Waiters are woken together, and only once a [`WAKE_SHARE`]th of the quota (or what the
-//! largest waiter asks for, if more) is free again, not on every release: with hundreds
-//! of producers waiting, waking them all for each acknowledged batch costs more context
-//! switches than the batch is worth. Meanwhile a new blocking acquisition queues behind
-//! the waiters instead of taking the bytes they wait for.
+//! Waiters are woken one at a time, and only once a [`WAKE_SHARE`]th of the quota (or
+//! what the largest waiter asks for, if more) is free again, not on every release: a
+//! woken waiter that got its bytes wakes the next one if that much is still free. So a
+//! producer, once woken, usually sends a run of events before it waits again; with
+//! hundreds of producers waiting, waking them all for each acknowledged batch would let
+//! each send one or two events per wake-up and spend the CPU on context switches.
+//! Meanwhile a new blocking acquisition queues behind the waiters instead of taking the
+//! bytes they wait for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -138,7 +141,13 @@ impl Quota {
         if state.waiting == 0 {
             state.largest_wait = 0;
         }
-        outcome.map(|()| self.grant(&mut state, bytes))
+        let permit = outcome.map(|()| self.grant(&mut state, bytes))?;
+        // Pass the wake-up on while enough is free.
+        if state.wakes_waiters(self.capacity) {
+            drop(state);
+            self.freed.notify_one();
+        }
+        Ok(permit)
     }
 
     fn grant(self: &Arc<Self>, state: &mut State, bytes: usize) -> Permit {
@@ -164,7 +173,7 @@ impl Quota {
         let wake = state.wakes_waiters(self.capacity);
         drop(state);
         if wake {
-            self.freed.notify_all();
+            self.freed.notify_one();
         }
     }
 
