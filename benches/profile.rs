@@ -83,9 +83,20 @@ fn main() {
     }
     let runs = rates.len();
     if case == "close" {
+        let mut sorted = reports.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p99 = sorted[(sorted.len() * 99).div_ceil(100).saturating_sub(1)];
+        let top: Vec<String> = sorted
+            .iter()
+            .rev()
+            .take(8)
+            .map(|x| format!("{x:.2}"))
+            .collect();
+        println!("slowest reports (ms): {}", top.join(" "));
         println!(
-            "close {n}: {runs} trials, error report median {:.3} ms, all released median {:.2} ms",
+            "close {n}: {runs} trials, error report median {:.3} ms (p99 {p99:.3}, max {:.3}), all released median {:.2} ms",
             median(reports),
+            sorted.last().unwrap(),
             median(rates)
         );
     } else {

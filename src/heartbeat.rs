@@ -2,7 +2,8 @@
 //! [`RunningError`], and the final `closed` one. Also the heartbeat thread.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TrySendError};
 use serde::Serialize;
@@ -32,7 +33,8 @@ pub struct HeartBeat {
     /// The error that stopped the changefeed. Set in exactly one heartbeat, sent before
     /// any sender is released, and as soon as the failure is seen: that heartbeat
     /// carries the checkpoint and watermark last computed (never ahead of the truth) and
-    /// no dispatcher statuses. The final `closed` heartbeat has the exact ones.
+    /// no dispatcher statuses. The final `closed` heartbeat has the exact ones, and is the
+    /// only heartbeat after it.
     pub error: Option<RunningError>,
     /// Set in the last heartbeat, once every thread has stopped.
     pub closed: bool,
@@ -80,17 +82,21 @@ pub struct DispatcherStatus {
 
 /// The heartbeat thread: one heartbeat per interval until `stop` disconnects.
 /// Periodic heartbeats never block: a full maintainer channel drops them (counted).
+/// None goes out once a failure is being reported: after the error heartbeat comes only
+/// the final one.
 pub(crate) fn run(shared: Arc<Shared>, maintainer: Sender<HeartBeat>, stop: Receiver<()>) {
     let interval = shared.config.heartbeat_interval;
     loop {
         select! {
             recv(stop) -> _ => return,
             default(interval) => {
-                match maintainer.try_send(shared.heartbeat(None, false)) {
-                    Ok(()) => shared.counters.heartbeats_sent.inc(),
-                    Err(TrySendError::Full(_)) => shared.counters.heartbeats_dropped.inc(),
+                match shared.send_periodic(&maintainer, shared.heartbeat(None, false)) {
+                    Some(Ok(())) => shared.counters.heartbeats_sent.inc(),
+                    Some(Err(TrySendError::Full(_))) => shared.counters.heartbeats_dropped.inc(),
                     // Nobody listens any more; keep computing status for `status()` only.
-                    Err(TrySendError::Disconnected(_)) => return,
+                    Some(Err(TrySendError::Disconnected(_))) => return,
+                    // After the error heartbeat only the final one goes out.
+                    None => {}
                 }
             }
         }
@@ -117,5 +123,33 @@ pub(crate) fn send_reliably(shared: &Shared, heartbeat: HeartBeat) -> bool {
             false
         }
         Err(SendTimeoutError::Disconnected(_)) => false,
+    }
+}
+
+/// First and longest nap of [`await_handoff`] between two looks at the channel.
+const HANDOFF_NAP: (Duration, Duration) = (Duration::from_micros(5), Duration::from_micros(100));
+
+/// After the error heartbeat was queued: waits until the maintainer has taken it (the
+/// channel has drained), at most [`Builder::report_handoff`], and no longer once the
+/// senders were released by someone else (a close that timed out). Returns whether the
+/// channel drained.
+///
+/// [`Builder::report_handoff`]: crate::Builder::report_handoff
+pub(crate) fn await_handoff(shared: &Shared) -> bool {
+    let Some(maintainer) = &shared.maintainer else {
+        return false;
+    };
+    let deadline = Instant::now() + shared.config.report_handoff;
+    let (mut nap, longest) = HANDOFF_NAP;
+    loop {
+        if maintainer.is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline || !shared.is_accepting() {
+            return false;
+        }
+        thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(longest);
     }
 }

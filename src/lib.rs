@@ -55,7 +55,7 @@ pub use heartbeat::{DispatcherStatus, HeartBeat, RunningError, REPORT_TIMEOUT};
 pub use manager::{
     default_node, Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY,
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MEMORY_QUOTA,
+    DEFAULT_MEMORY_QUOTA, DEFAULT_REPORT_HANDOFF,
 };
 pub use supervisor::{Feed, SinkFactory, Supervisor, SupervisorState};
 

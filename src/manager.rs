@@ -17,7 +17,8 @@
 //! * **The sink ends, or a dispatcher fails, while running.** The watcher moves the
 //!   changefeed to *reporting*, sends the heartbeat carrying the [`RunningError`] (senders
 //!   stay blocked meanwhile — the sink channel is still connected through the spare
-//!   receiver the watcher holds), and only then *releases*: it refuses new sends, closes
+//!   receiver the watcher holds), waits until the maintainer has taken it from its
+//!   channel (at most [`Builder::report_handoff`]), and only then *releases*: it refuses new sends, closes
 //!   the quota, drops the abort line, the spare receiver (dropping what it held) and the
 //!   stop lines, so every blocked and every later send fails at once. It joins the
 //!   dispatchers, the sink and the heartbeat thread, and sends the final `closed`
@@ -39,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
@@ -62,6 +63,8 @@ pub const DEFAULT_MEMORY_QUOTA: usize = 64 << 20;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// Default [`Builder::close_timeout`].
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Builder::report_handoff`].
+pub const DEFAULT_REPORT_HANDOFF: Duration = Duration::from_millis(10);
 
 /// A changefeed's settings, as the builder collected them.
 #[derive(Clone, Debug)]
@@ -73,6 +76,7 @@ pub(crate) struct Config {
     pub memory_quota: usize,
     pub heartbeat_interval: Duration,
     pub close_timeout: Duration,
+    pub report_handoff: Duration,
     pub start_ts: u64,
 }
 
@@ -131,6 +135,26 @@ impl Builder {
     /// [`DEFAULT_CLOSE_TIMEOUT`].
     pub fn close_timeout(mut self, timeout: Duration) -> Builder {
         self.config.close_timeout = timeout;
+        self
+    }
+
+    /// After a failure, how long the senders stay blocked once the error heartbeat is in
+    /// the maintainer channel, waiting for the maintainer to take it. Default
+    /// [`DEFAULT_REPORT_HANDOFF`]; zero releases them as soon as the report is queued.
+    ///
+    /// The maintainer should have the cause before any producer sees a send fail. A
+    /// report that is queued but not yet taken still races with the consequences: a
+    /// thousand released producers compete with the maintainer's thread for the CPU.
+    /// So the watcher waits until the channel has drained (the maintainer has taken the
+    /// report and anything queued before it), or this long, whichever comes first, and
+    /// only then releases. Channels tell a sender nothing when a message is taken: the
+    /// watcher looks at the channel's length, napping 5 µs doubling to 100 µs in
+    /// between. A maintainer that reads promptly takes the report within microseconds;
+    /// one that does not (it is blocked in `send` itself, or other changefeeds keep a
+    /// shared channel busy) costs this much extra on the way to the release. A close
+    /// timeout ends the wait.
+    pub fn report_handoff(mut self, wait: Duration) -> Builder {
+        self.config.report_handoff = wait;
         self
     }
 
@@ -352,6 +376,22 @@ impl Shared {
         self.all_dispatchers().iter().map(|d| d.status()).collect()
     }
 
+    /// Queues a periodic heartbeat without waiting, unless a failure is being or has
+    /// been reported (`None`): after the error heartbeat the maintainer hears only the
+    /// final one. Checked and sent under the phase lock, so none slips in after the
+    /// report.
+    pub fn send_periodic(
+        &self,
+        maintainer: &Sender<HeartBeat>,
+        heartbeat: HeartBeat,
+    ) -> Option<std::result::Result<(), TrySendError<HeartBeat>>> {
+        let phase = self.phase.lock();
+        if matches!(*phase, Phase::Reporting(_)) || self.cause.get().is_some() {
+            return None;
+        }
+        Some(maintainer.try_send(heartbeat))
+    }
+
     pub fn heartbeat(&self, error: Option<RunningError>, closed: bool) -> HeartBeat {
         let dispatchers = self.dispatcher_statuses();
         let checkpoint_ts = self.changefeed_checkpoint(dispatchers.iter().map(|d| d.checkpoint_ts));
@@ -463,6 +503,11 @@ impl Shared {
     /// interrupt the sink (if it can be), close the quota, drop the abort line, the spare receiver, the manager's sender, the
     /// heartbeat's and every dispatcher's stop line. Idempotent.
     pub fn release(&self) {
+        // A close that timed out while a failure was being reported releases before
+        // the watcher marks it reported: refused sends still carry the failure.
+        if let Phase::Reporting(error) = &*self.phase.lock() {
+            let _ = self.cause.set(error.clone());
+        }
         self.accepting.store(false, Ordering::Release);
         if let Some(interrupt) = &self.interrupter {
             interrupt();
@@ -585,6 +630,7 @@ impl DispatcherManager {
                 memory_quota: DEFAULT_MEMORY_QUOTA,
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
+                report_handoff: DEFAULT_REPORT_HANDOFF,
                 start_ts: 0,
             },
             maintainer: None,

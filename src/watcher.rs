@@ -4,7 +4,9 @@
 //! The order is the point. While the watcher reports, the sink channel is still
 //! connected through the spare receiver (see `Lines` in the manager), so dispatchers
 //! blocked on a full channel stay blocked — bounded, not buffering — and no producer
-//! learns of the failure before the maintainer does. Then `Shared::release` drops the
+//! learns of the failure before the maintainer does: the watcher waits until the
+//! maintainer has taken the report from its channel (at most
+//! [`Builder::report_handoff`](crate::Builder::report_handoff)) before it releases. Then `Shared::release` drops the
 //! abort line and the spare receiver: every blocked and every later send fails at once,
 //! idle dispatchers wake, quota waiters wake, and the memory the channels held is freed.
 
@@ -53,7 +55,15 @@ pub(crate) fn run(
         // 1. Report, while every sender is still held.
         log::error!("changefeed {} failed: {error}", shared.config.changefeed);
         let report = RunningError::new(&shared.config.node, &error);
-        heartbeat::send_reliably(&shared, shared.error_heartbeat(report));
+        if heartbeat::send_reliably(&shared, shared.error_heartbeat(report))
+            && !heartbeat::await_handoff(&shared)
+        {
+            log::debug!(
+                "changefeed {}: the maintainer had not taken the error report after {:?}; releasing the senders anyway",
+                shared.config.changefeed,
+                shared.config.report_handoff
+            );
+        }
         shared.reported(error);
     }
     // 2. Release every sender, then join what was released.

@@ -161,3 +161,115 @@ fn sink_start_failure_is_a_running_error_not_a_start_error() {
     let d = manager.add_dispatcher(TableName::new("db", "late"));
     assert_eq!(d.unwrap_err().code(), "CDC:ErrSinkIO");
 }
+
+// ---- The report hand-off: senders stay blocked until the maintainer has the report ----
+
+/// A changefeed whose sink fails on its first batch while one producer pushes into a
+/// one-event queue, so the producer is blocked when the failure comes. No periodic
+/// heartbeat within the test: the error heartbeat is the first thing in the channel.
+/// Returns the manager, the maintainer's end, the sink's control, and the first error
+/// the producer's sends saw (its code).
+fn blocked_producer_then_failure(
+    id: &str,
+    handoff: Duration,
+    close_timeout: Duration,
+) -> (
+    DispatcherManager,
+    crossbeam_channel::Receiver<changefeed::HeartBeat>,
+    FaultControl,
+    crossbeam_channel::Receiver<String>,
+) {
+    let (sink, control) = FaultSink::failing(0, Fault::Error);
+    let (maintainer, heartbeats) = bounded(16);
+    let manager = DispatcherManager::builder(id)
+        .maintainer(maintainer)
+        .heartbeat_interval(Duration::from_secs(3600))
+        .channel_capacity(1)
+        .dispatcher_capacity(1)
+        .report_handoff(handoff)
+        .close_timeout(close_timeout)
+        .start(sink)
+        .unwrap();
+    let d = manager.add_dispatcher(table(0)).unwrap();
+    let (released_tx, released) = bounded(1);
+    std::thread::spawn(move || {
+        for seq in 1.. {
+            if let Err(e) = d.send(row(&table(0), seq, seq, 16)) {
+                let _ = released_tx.send(e.cause.code().to_string());
+                return;
+            }
+        }
+    });
+    control
+        .fired
+        .recv_timeout(HANG_GUARD)
+        .expect("the sink never failed");
+    (manager, heartbeats, control, released)
+}
+
+/// Waits (bounded) until the error heartbeat is queued in the maintainer channel.
+fn until_queued(heartbeats: &crossbeam_channel::Receiver<changefeed::HeartBeat>) {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while heartbeats.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no report was queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn senders_stay_blocked_until_the_maintainer_takes_the_report() {
+    let (manager, heartbeats, _control, released) =
+        blocked_producer_then_failure("fe7", HANG_GUARD, HANG_GUARD);
+    until_queued(&heartbeats);
+    // The report sits unread: the producer must still be blocked.
+    assert!(
+        released.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a producer was released before the maintainer took the report"
+    );
+    let report = heartbeats.recv().unwrap();
+    assert_eq!(report.error.unwrap().code, "CDC:ErrSinkIO");
+    // Taking it releases them.
+    let cause = released
+        .recv_timeout(HANG_GUARD)
+        .expect("the producer was never released");
+    assert_eq!(cause, "CDC:ErrSinkIO");
+    assert_eq!(manager.wait().unwrap_err().code(), "CDC:ErrSinkIO");
+    let rest = heartbeats_until_closed(&heartbeats);
+    assert!(errors(&rest).is_empty(), "one report only: {rest:?}");
+}
+
+#[test]
+fn a_maintainer_that_does_not_read_delays_the_release_only_by_the_handoff() {
+    let (manager, heartbeats, _control, released) =
+        blocked_producer_then_failure("fe8", Duration::from_millis(20), HANG_GUARD);
+    let cause = released
+        .recv_timeout(HANG_GUARD)
+        .expect("the producer was never released");
+    assert_eq!(cause, "CDC:ErrSinkIO");
+    // Released while the report was still unread.
+    let report = heartbeats.try_recv().expect("the report is still queued");
+    assert_eq!(report.error.unwrap().code, "CDC:ErrSinkIO");
+    assert_eq!(manager.wait().unwrap_err().code(), "CDC:ErrSinkIO");
+    let left = wait_no_threads("cf-fe8-", HANG_GUARD);
+    assert!(left.is_empty(), "threads left: {left:?}");
+}
+
+#[test]
+fn a_close_timeout_cuts_the_handoff_short() {
+    // The hand-off would wait out the hang guard; a close with a short timeout ends it.
+    let (manager, heartbeats, _control, released) =
+        blocked_producer_then_failure("fe9", HANG_GUARD, Duration::from_millis(100));
+    until_queued(&heartbeats);
+    let error = manager.close().unwrap_err();
+    assert_eq!(
+        error.code(),
+        "CDC:ErrSinkIO",
+        "the failure, not the timeout"
+    );
+    let cause = released
+        .recv_timeout(HANG_GUARD)
+        .expect("the producer was never released");
+    assert_eq!(cause, "CDC:ErrSinkIO");
+    let left = wait_no_threads("cf-fe9-", HANG_GUARD);
+    assert!(left.is_empty(), "threads left: {left:?}");
+}
