@@ -41,7 +41,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use changefeed::sink::kafka::RequiredAcks;
+use changefeed::sink::kafka::{RequiredAcks, DEFAULT_CONNECTIONS};
 use common::{kafka_run, median, ProducerPerformance};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use kafka_support::{read_all, Broker, KAFKA_3};
@@ -130,7 +130,14 @@ fn bootstrap() -> String {
 /// read back from the broker.
 fn average_size(bootstrap: &str) -> usize {
     *AVG_SIZE.get_or_init(|| {
-        kafka_run(bootstrap, SAMPLE_TOPIC, RequiredAcks::All, PRODUCERS, SAMPLE_ROWS);
+        kafka_run(
+            bootstrap,
+            SAMPLE_TOPIC,
+            RequiredAcks::All,
+            PRODUCERS,
+            SAMPLE_ROWS,
+            DEFAULT_CONNECTIONS,
+        );
         let messages = read_all(
             bootstrap,
             SAMPLE_TOPIC,
@@ -165,7 +172,14 @@ fn kafka_sink(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        let (elapsed, acked) = kafka_run(&bootstrap, &topic, acks, PRODUCERS, rows);
+                        let (elapsed, acked) = kafka_run(
+                            &bootstrap,
+                            &topic,
+                            acks,
+                            PRODUCERS,
+                            rows,
+                            DEFAULT_CONNECTIONS,
+                        );
                         OUR_RUNS
                             .lock()
                             .unwrap()

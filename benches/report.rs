@@ -39,7 +39,9 @@
 //!    the failure.
 //! 4. **Kafka.** A single-node Kafka 3.9 broker (`tests/support/kafka.rs`) on loopback;
 //!    our sink (`common::kafka_run`, the `kafka` bench's run: [`KAFKA_PRODUCERS`]
-//!    producers, canal-json, [`KAFKA_PARTITIONS`] partitions) and Kafka's
+//!    producers, canal-json, [`KAFKA_PARTITIONS`] partitions; with the default
+//!    `connections` and with one, which shows what sending a request's partitions on
+//!    several connections at once buys) and Kafka's
 //!    `org.apache.kafka.tools.ProducerPerformance` (`common::ProducerPerformance`: the JVM
 //!    options of `kafka-producer-perf-test.sh`) writing the same number of records, each
 //!    of our average encoded message size (measured by reading back a sample our sink
@@ -73,7 +75,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use changefeed::codec::CanalJson;
-use changefeed::sink::kafka::RequiredAcks;
+use changefeed::sink::kafka::{RequiredAcks, DEFAULT_CONNECTIONS};
 use changefeed::sink::{Batch, BlackholeSink, Encoder, FileSink, Sink};
 use changefeed::{DispatcherManager, DEFAULT_CHANNEL_CAPACITY, MAX_BATCH_EVENTS};
 use common::{
@@ -972,6 +974,7 @@ fn kafka(plan: &Plan) -> Section {
         RequiredAcks::All,
         KAFKA_PRODUCERS,
         sample_rows,
+        DEFAULT_CONNECTIONS,
     );
     let messages = read_all(
         &bootstrap,
@@ -989,8 +992,10 @@ fn kafka(plan: &Plan) -> Section {
         bootstrap: bootstrap.clone(),
     };
     let records = plan.kafka_rows / KAFKA_PRODUCERS * KAFKA_PRODUCERS;
-    // ours[acks], java[config][acks]: rows/s or records/s per run.
+    // ours[acks], ours_single[acks] (one connection), java[config][acks]: rows/s or
+    // records/s per run.
     let mut ours = vec![Vec::new(); KAFKA_ACKS.len()];
+    let mut ours_single = vec![Vec::new(); KAFKA_ACKS.len()];
     let mut java = vec![vec![Vec::new(); KAFKA_ACKS.len()]; JAVA_CONFIGS.len()];
     let mut java_lines = Vec::new();
     // Warm-up, untimed: the broker's JIT and page cache, our sink's first connections.
@@ -1002,6 +1007,7 @@ fn kafka(plan: &Plan) -> Section {
                 acks,
                 KAFKA_PRODUCERS,
                 records,
+                DEFAULT_CONNECTIONS,
             );
             perf.run(
                 &java_topic(acks_text),
@@ -1013,31 +1019,33 @@ fn kafka(plan: &Plan) -> Section {
         }
         eprintln!("report: Kafka warm-up round done");
     }
-    // Per repetition and acks: ours (slot 0) and each Java configuration (slots 1..),
-    // in an order rotated every repetition.
-    let slots = 1 + JAVA_CONFIGS.len();
+    // Per repetition and acks: ours (slot 0: default connections; slot 1: one) and each
+    // Java configuration (slots 2..), in an order rotated every repetition.
+    let slots = 2 + JAVA_CONFIGS.len();
     for rep in 0..plan.kafka_reps {
         for (a, &(acks, acks_text)) in KAFKA_ACKS.iter().enumerate() {
             for k in 0..slots {
                 let slot = (k + rep) % slots;
-                if slot == 0 {
+                if slot < 2 {
+                    let connections = if slot == 0 { DEFAULT_CONNECTIONS } else { 1 };
                     let (elapsed, acked) = kafka_run(
                         &bootstrap,
                         &ours_topic(acks_text),
                         acks,
                         KAFKA_PRODUCERS,
                         records,
+                        connections,
                     );
                     let rate = acked as f64 / elapsed.as_secs_f64();
-                    ours[a].push(rate);
+                    [&mut ours, &mut ours_single][slot][a].push(rate);
                     eprintln!(
-                        "report: Kafka repetition {}/{}, acks={acks_text}: ours {} rows/s",
+                        "report: Kafka repetition {}/{}, acks={acks_text}: ours, {connections} connection(s), {} rows/s",
                         rep + 1,
                         plan.kafka_reps,
                         thousands(rate)
                     );
                 } else {
-                    let c = slot - 1;
+                    let c = slot - 2;
                     let (config, props) = JAVA_CONFIGS[c];
                     let run = perf.run(&java_topic(acks_text), records, size, acks_text, props);
                     eprintln!(
@@ -1063,12 +1071,17 @@ fn kafka(plan: &Plan) -> Section {
          to the end of the flush. ProducerPerformance: the same number of records of {size} \
          bytes (our average encoded message: key + value of {sample_rows} messages our sink \
          wrote, read back), `--throughput -1`, the JVM options of `kafka-producer-perf-test.sh`; \
-         its own figure (JVM warm-up included). Median of {} runs each, all interleaved.\n\n",
+         its own figure (JVM warm-up included). Ours with {DEFAULT_CONNECTIONS} producer \
+         connections (the default `connections`: each request's partitions split across them, \
+         sent at once) and with 1 (one request in flight, the `kafka` crate's own way). Median of \
+         {} runs each, all interleaved.\n\n",
         thousands(records as f64),
         plan.kafka_reps,
     );
-    let mut header = "| acks | ours rows/s |".to_string();
-    let mut rule = "|---|---|".to_string();
+    let mut header = format!(
+        "| acks | ours rows/s | ours, 1 connection rows/s | {DEFAULT_CONNECTIONS} connections / 1 |"
+    );
+    let mut rule = "|---|---|---|---|".to_string();
     for (config, _) in JAVA_CONFIGS {
         header.push_str(&format!(
             " ProducerPerformance ({config}) records/s | ours / Java (target ≥ {TARGET_KAFKA_RATIO}×) |"
@@ -1080,7 +1093,13 @@ fn kafka(plan: &Plan) -> Section {
     let mut entries = Vec::new();
     for (a, &(_, acks_text)) in KAFKA_ACKS.iter().enumerate() {
         let our_median = median(ours[a].clone());
-        let mut line = format!("| {acks_text} | {} |", thousands(our_median));
+        let single_median = median(ours_single[a].clone());
+        let mut line = format!(
+            "| {acks_text} | {} | {} | {:.2}× |",
+            thousands(our_median),
+            thousands(single_median),
+            our_median / single_median
+        );
         let mut configs = Vec::new();
         for (c, (config, _)) in JAVA_CONFIGS.iter().enumerate() {
             let java_median = median(java[c][a].clone());
@@ -1116,6 +1135,9 @@ fn kafka(plan: &Plan) -> Section {
             "acks": acks_text,
             "ours_median_rows_per_sec": our_median,
             "ours_runs_rows_per_sec": ours[a],
+            "ours_connections": DEFAULT_CONNECTIONS,
+            "ours_one_connection_median_rows_per_sec": single_median,
+            "ours_one_connection_runs_rows_per_sec": ours_single[a],
             "producer_performance": configs,
         }));
     }

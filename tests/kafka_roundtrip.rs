@@ -1,6 +1,6 @@
 //! Round trip on a real Kafka 3.9 broker: 8 tables x 10,000 rows, both protocols,
-//! several partitions; every row read back, equal to what was sent, in order per
-//! partition.
+//! several partitions, with the default number of producer connections and with three;
+//! every row read back, equal to what was sent, in order per partition.
 
 #[path = "support/kafka.rs"]
 mod kafka_support;
@@ -8,7 +8,9 @@ mod kafka_support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig, PartitionRule, Protocol};
+use changefeed::sink::kafka::{
+    KafkaSink, KafkaSinkConfig, PartitionRule, Protocol, DEFAULT_CONNECTIONS,
+};
 use changefeed::{Column, DispatcherManager, RowChange, TableName, Value};
 use kafka_support::{read_all, Broker, KAFKA_3};
 
@@ -16,11 +18,13 @@ const TABLES: usize = 8;
 const ROWS: u64 = 10_000;
 const PARTITIONS: u32 = 4;
 
-fn run(broker: &Broker, protocol: Protocol, topic: &str) {
+fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize) {
     broker.create_topic(topic, PARTITIONS);
     let config = KafkaSinkConfig::new([broker.bootstrap()], topic)
         .unwrap()
         .protocol(protocol)
+        .connections(connections)
+        .unwrap()
         .partition_rule("*.*", PartitionRule::IndexValue)
         .unwrap();
     let manager = DispatcherManager::builder(format!("rt-{topic}"))
@@ -91,7 +95,7 @@ fn run(broker: &Broker, protocol: Protocol, topic: &str) {
     );
     let duplicates = messages.len() - seen.len();
     println!(
-        "{protocol:?}: {} messages, {duplicates} duplicates",
+        "{protocol:?}, {connections} connections: {} messages, {duplicates} duplicates",
         messages.len()
     );
 }
@@ -99,6 +103,11 @@ fn run(broker: &Broker, protocol: Protocol, topic: &str) {
 #[test]
 fn round_trip_both_protocols() {
     let broker = Broker::start(KAFKA_3);
-    run(&broker, Protocol::CanalJson, "rt-canal");
-    run(&broker, Protocol::Debezium, "rt-debezium");
+    run(
+        &broker,
+        Protocol::CanalJson,
+        "rt-canal",
+        DEFAULT_CONNECTIONS,
+    );
+    run(&broker, Protocol::Debezium, "rt-debezium", 3);
 }

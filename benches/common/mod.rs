@@ -327,8 +327,8 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 pub const KAFKA_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One Kafka run: `rows / producers` rows from each of `producers` threads (one table
-/// each) through the engine and our sink (canal-json, `IndexValue` partitioning) into
-/// `topic`, timed from the first send to the end of the flush (the sink's connection is
+/// each) through the engine and our sink (canal-json, `IndexValue` partitioning,
+/// `connections` producer connections) into `topic`, timed from the first send to the end of the flush (the sink's connection is
 /// made before). Returns the elapsed time and the events the sink acknowledged (all of
 /// them, checked).
 pub fn kafka_run(
@@ -337,10 +337,13 @@ pub fn kafka_run(
     acks: RequiredAcks,
     producers: usize,
     rows: usize,
+    connections: usize,
 ) -> (Duration, u64) {
     let config = KafkaSinkConfig::new([bootstrap], topic)
         .unwrap()
         .required_acks(acks)
+        .connections(connections)
+        .unwrap()
         .partition_rule("*.*", PartitionRule::IndexValue)
         .unwrap();
     let manager = DispatcherManager::builder(format!("bench-{topic}"))

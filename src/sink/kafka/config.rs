@@ -60,6 +60,10 @@ pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 pub const DEFAULT_BATCH_RECORDS: usize = 16_384;
 /// Default `linger-ms`: 0, flush as soon as the sink channel is empty.
 pub const DEFAULT_LINGER: Duration = Duration::ZERO;
+/// Default `connections`: producer connections a flush sends on at once.
+pub const DEFAULT_CONNECTIONS: usize = 2;
+/// Most `connections`.
+pub const MAX_CONNECTIONS: usize = 16;
 /// Default `kafka-client-id`.
 pub const DEFAULT_CLIENT_ID: &str = "changefeed";
 
@@ -81,6 +85,7 @@ const PARAMS: &[&str] = &[
     "batch-bytes",
     "batch-records",
     "linger-ms",
+    "connections",
     "auto-create-topic",
 ];
 
@@ -143,6 +148,7 @@ pub struct KafkaSinkConfig {
     pub(crate) batch_bytes: usize,
     pub(crate) batch_records: usize,
     pub(crate) linger: Duration,
+    pub(crate) connections: usize,
     pub(crate) topic_rules: Vec<(TableMatcher, TopicExpr)>,
     pub(crate) partition_rules: Vec<(TableMatcher, PartitionRule)>,
 }
@@ -185,6 +191,7 @@ impl KafkaSinkConfig {
             batch_bytes: DEFAULT_BATCH_BYTES,
             batch_records: DEFAULT_BATCH_RECORDS,
             linger: DEFAULT_LINGER,
+            connections: DEFAULT_CONNECTIONS,
             topic_rules: Vec::new(),
             partition_rules: Vec::new(),
         })
@@ -205,6 +212,7 @@ impl KafkaSinkConfig {
     /// | `dial-timeout-ms` | bound on reaching a broker when (re)connecting | 10000 |
     /// | `batch-bytes` / `batch-records` | what the sink gathers before one flush | 4194304 / 16384 |
     /// | `linger-ms` | how long to wait for more batches before a flush | 0 |
+    /// | `connections` | producer connections, 1 to 16: a flush's requests go out on all of them at once, each partition on one | 2 |
     /// | `auto-create-topic` | `false` only: protocol v0 cannot create topics | `false` |
     ///
     /// TLS and SASL parameters are rejected (PLAINTEXT only), as are TiCDC parameters
@@ -297,6 +305,7 @@ impl KafkaSinkConfig {
             "batch-bytes" => self.batch_bytes = number(name, value, 1, 1 << 30)?,
             "batch-records" => self.batch_records = number(name, value, 1, 1 << 24)?,
             "linger-ms" => self.linger = millis(name, value, 0)?,
+            "connections" => self.connections = number(name, value, 1, MAX_CONNECTIONS)?,
             "auto-create-topic" => match value {
                 "false" => {}
                 "true" => {
@@ -338,6 +347,17 @@ impl KafkaSinkConfig {
         self.max_retry = max_retry;
         self.retry_backoff = first;
         self.retry_backoff_max = max;
+        Ok(self)
+    }
+
+    /// `connections`: how many producer connections the sink opens (1 to
+    /// [`MAX_CONNECTIONS`]). The `kafka` crate's client is synchronous, one request in
+    /// flight per connection; with more than one, each request of a flush is split by
+    /// partition across the connections and the parts are sent at once, one thread
+    /// each. A partition's messages of one request go through one connection, and the
+    /// next request waits for every part, so per-partition order is kept.
+    pub fn connections(mut self, connections: usize) -> Result<Self> {
+        self.connections = number("connections", &connections.to_string(), 1, MAX_CONNECTIONS)?;
         Ok(self)
     }
 
@@ -442,7 +462,7 @@ mod tests {
     #[test]
     fn parses_every_parameter() {
         let c = KafkaSinkConfig::from_uri(
-            "kafka://a:9092,b:9093/cdc-events?protocol=debezium&max-message-bytes=2048&required-acks=1&compression=gzip&kafka-client-id=me&max-retry=3&retry-backoff-ms=10&retry-backoff-max-ms=50&ack-timeout-ms=500&dial-timeout-ms=700&batch-bytes=1000&batch-records=10&linger-ms=5&auto-create-topic=false",
+            "kafka://a:9092,b:9093/cdc-events?protocol=debezium&max-message-bytes=2048&required-acks=1&compression=gzip&kafka-client-id=me&max-retry=3&retry-backoff-ms=10&retry-backoff-max-ms=50&ack-timeout-ms=500&dial-timeout-ms=700&batch-bytes=1000&batch-records=10&linger-ms=5&connections=3&auto-create-topic=false",
         )
         .unwrap();
         assert_eq!(c.brokers, ["a:9092", "b:9093"]);
@@ -459,6 +479,7 @@ mod tests {
         assert_eq!(c.dial_timeout, Duration::from_millis(700));
         assert_eq!((c.batch_bytes, c.batch_records), (1000, 10));
         assert_eq!(c.linger, Duration::from_millis(5));
+        assert_eq!(c.connections, 3);
     }
 
     #[test]
@@ -476,6 +497,8 @@ mod tests {
             ("kafka://h:9092/t?max-message-bytes=10", "max-message-bytes"),
             ("kafka://h:9092/t?max-retry=-1", "max-retry"),
             ("kafka://h:9092/t?linger-ms=soon", "linger-ms"),
+            ("kafka://h:9092/t?connections=0", "connections"),
+            ("kafka://h:9092/t?connections=17", "connections"),
             ("kafka://h:9092/t?colour=blue", "colour"),
             (
                 "kafka://h:9092/t?auto-create-topic=true",

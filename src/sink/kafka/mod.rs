@@ -13,9 +13,13 @@
 //!   Kafka ≥ 4.0 (`CDC:ErrKafkaUnsupportedBroker`), creates a producer, and checks the
 //!   default topic exists (`CDC:ErrKafkaTopicNotExists`). Batches are gathered between
 //!   flushes (`batch-bytes`, `batch-records`, `linger-ms`). A flush groups messages per
-//!   topic-partition, keeps each partition's share of one `send_all` under
-//!   `max-message-bytes`, and checks every partition's confirmation: an `Ok` from
-//!   `send_all` alone means nothing. Only when every partition confirmed is the flush
+//!   topic-partition, keeps each partition's share of one request under
+//!   `max-message-bytes`, splits each request by partition across `connections`
+//!   producers and sends the parts at once (the crate's client waits for each answer:
+//!   one connection is one request in flight), and checks every partition's
+//!   confirmation: an `Ok` from `send_all` alone means nothing. A partition's share
+//!   of a request goes through one connection, and the next request waits for every
+//!   part, so per-partition order is kept. Only when every partition confirmed is the flush
 //!   done, and the engine acknowledges its batches (at-least-once with `required-acks`
 //!   -1 or 1; at-most-once with 0).
 //!
@@ -60,9 +64,9 @@ use kafka::producer::Record;
 
 pub use config::{
     Compression, KafkaSinkConfig, Protocol, RequiredAcks, DEFAULT_ACK_TIMEOUT, DEFAULT_BATCH_BYTES,
-    DEFAULT_BATCH_RECORDS, DEFAULT_CLIENT_ID, DEFAULT_DIAL_TIMEOUT, DEFAULT_LINGER,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RETRY, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
-    MAX_TOPIC_LEN,
+    DEFAULT_BATCH_RECORDS, DEFAULT_CLIENT_ID, DEFAULT_CONNECTIONS, DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_LINGER, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RETRY, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_BACKOFF_MAX, MAX_CONNECTIONS, MAX_TOPIC_LEN,
 };
 pub use router::PartitionRule;
 
@@ -104,7 +108,9 @@ type Slice = (Arc<str>, i32, Vec<usize>);
 pub struct KafkaSink {
     config: KafkaSinkConfig,
     encoder: Arc<KafkaEncoder>,
-    connection: Option<Connection>,
+    /// `connections` producers, or none (before the first connect and after a
+    /// retryable failure). The first one's metadata routes messages.
+    connections: Vec<Connection>,
     /// Messages written since the last flush, with their tables.
     pending: Vec<(TableName, Message)>,
     /// Set by the interrupter; wakes and ends a retry wait.
@@ -133,7 +139,7 @@ impl KafkaSink {
         KafkaSink {
             config,
             encoder,
-            connection: None,
+            connections: Vec::new(),
             pending: Vec::new(),
             interrupt: Arc::new(Interrupt {
                 flag: AtomicBool::new(false),
@@ -168,19 +174,27 @@ impl KafkaSink {
         self.interrupted()
     }
 
-    /// Opens a connection if there is none. `Ok(Err(reason))` is a retryable failure.
+    /// Opens the connections if there are none. `Ok(Err(reason))` is a retryable
+    /// failure (and leaves none open).
     fn connect(&mut self) -> Result<std::result::Result<(), String>> {
-        if self.connection.is_some() {
+        if !self.connections.is_empty() {
             return Ok(Ok(()));
         }
-        match Connection::open(&self.config) {
-            Ok(c) => {
-                self.connection = Some(c);
-                Ok(Ok(()))
+        let mut opened = Vec::with_capacity(self.config.connections);
+        for _ in 0..self.config.connections {
+            match Connection::open(&self.config) {
+                Ok(c) => opened.push(c),
+                Err(OpenError::Fatal(e)) => return Err(e),
+                Err(OpenError::Retry(reason)) => return Ok(Err(reason)),
             }
-            Err(OpenError::Fatal(e)) => Err(e),
-            Err(OpenError::Retry(reason)) => Ok(Err(reason)),
         }
+        self.connections = opened;
+        Ok(Ok(()))
+    }
+
+    /// The partition count of `topic` in the routing metadata, if it knows the topic.
+    fn known_partitions(&self, topic: &str) -> Option<i32> {
+        self.connections.first().and_then(|c| c.partitions(topic))
     }
 
     /// Connects, retrying up to `max-retry` times.
@@ -211,15 +225,13 @@ impl KafkaSink {
     /// current producer does not know it.
     fn partition_count(&mut self, topic: &Arc<str>) -> Result<i32> {
         self.connect_with_retry()?;
-        if let Some(n) = self.connection.as_ref().and_then(|c| c.partitions(topic)) {
+        if let Some(n) = self.known_partitions(topic) {
             return Ok(n);
         }
-        // The crate loads metadata once per producer: a fresh one sees new topics.
-        self.connection = None;
+        // The crate loads metadata once per producer: fresh ones see new topics.
+        self.connections.clear();
         self.connect_with_retry()?;
-        self.connection
-            .as_ref()
-            .and_then(|c| c.partitions(topic))
+        self.known_partitions(topic)
             .ok_or_else(|| Error::KafkaTopicNotExists {
                 topic: topic.to_string(),
             })
@@ -278,8 +290,8 @@ impl KafkaSink {
                     }
                 },
             };
-            // Whatever failed, the next attempt starts with a fresh producer.
-            self.connection = None;
+            // Whatever failed, the next attempt starts with fresh producers.
+            self.connections.clear();
             if attempt >= self.config.max_retry {
                 return Err(Error::KafkaSendMessage {
                     reason: format!("{failure}; gave up after {attempt} retries"),
@@ -294,12 +306,7 @@ impl KafkaSink {
             // A topic deleted meanwhile is not worth retrying.
             for (topic, _, _) in &slices {
                 self.connect_with_retry()?;
-                if self
-                    .connection
-                    .as_ref()
-                    .and_then(|c| c.partitions(topic))
-                    .is_none()
-                {
+                if self.known_partitions(topic).is_none() {
                     return Err(Error::KafkaTopicNotExists {
                         topic: topic.to_string(),
                     });
@@ -308,60 +315,75 @@ impl KafkaSink {
         }
     }
 
-    /// One `send_all`. `Ok(None)`: every partition confirmed. `Ok(Some((why, failed)))`:
-    /// retry `failed`. `Err`: give up.
+    /// One request's worth, split across the connections ([`spread`]) and sent on all
+    /// of them at once. `Ok(None)`: every partition confirmed. `Ok(Some((why,
+    /// failed)))`: retry `failed`. `Err`: give up.
     fn try_send(
         &mut self,
         pending: &[(TableName, Message)],
         slices: &[Slice],
     ) -> Result<Option<(String, Vec<Slice>)>> {
-        let records: Vec<_> = slices
+        let parts = spread(pending, slices, self.connections.len());
+        let requests: Vec<Vec<_>> = parts
             .iter()
-            .flat_map(|(topic, partition, idxs)| records(pending, topic, *partition, idxs))
+            .map(|part| {
+                part.iter()
+                    .flat_map(|&s| {
+                        let (topic, partition, idxs) = &slices[s];
+                        records(pending, topic, *partition, idxs)
+                    })
+                    .collect()
+            })
             .collect();
-        let connection = self.connection.as_mut().expect("connected before sending");
-        let confirms = match connection.send(&records) {
-            Ok(confirms) => confirms,
-            Err(e) => {
-                let why = match producer::code_of(&e) {
+        let answers = producer::send_each(&mut self.connections, &requests);
+        drop(requests);
+        let mut failed = Vec::new();
+        let mut why = Vec::new();
+        for (part, answer) in parts.iter().zip(answers) {
+            let confirms = match answer {
+                Ok(confirms) => confirms,
+                Err(e) => match producer::code_of(&e) {
                     Some(code) if !producer::retryable(code) => {
                         return Err(Error::KafkaSendMessage {
                             reason: format!("the broker refused the request: {code:?}"),
                         })
                     }
-                    _ => producer::describe(&e),
-                };
-                return Ok(Some((why, slices.to_vec())));
-            }
-        };
-        drop(records);
-        let mut failed = Vec::new();
-        let mut why = Vec::new();
-        for (topic, partition, idxs) in slices {
-            let code = confirms
-                .iter()
-                .find(|((t, p), _)| **t == **topic && p == partition)
-                .and_then(|(_, r)| r.err());
-            match code {
-                None => {}
-                Some(KafkaCode::MessageSizeTooLarge) => {
-                    // Kafka checks a partition's whole set against the topic's limit:
-                    // send it in halves; only a message rejected alone is an error.
-                    if let Some(rest) = self.isolate_oversize(pending, topic, *partition, idxs)? {
-                        why.push(format!("{topic}/{partition}: a part of a split set failed"));
-                        failed.push((Arc::clone(topic), *partition, rest));
+                    _ => {
+                        why.push(producer::describe(&e));
+                        failed.extend(part.iter().map(|&s| slices[s].clone()));
+                        continue;
                     }
-                }
-                Some(code) if producer::retryable(code) => {
-                    why.push(format!("{topic}/{partition}: {code:?}"));
-                    failed.push((Arc::clone(topic), *partition, idxs.clone()));
-                }
-                Some(code) => {
-                    return Err(Error::KafkaSendMessage {
-                        reason: format!(
-                            "topic {topic} partition {partition}: the broker answered {code:?}"
-                        ),
-                    })
+                },
+            };
+            for (topic, partition, idxs) in part.iter().map(|&s| &slices[s]) {
+                let code = confirms
+                    .iter()
+                    .find(|((t, p), _)| **t == **topic && p == partition)
+                    .and_then(|(_, r)| r.err());
+                match code {
+                    None => {}
+                    Some(KafkaCode::MessageSizeTooLarge) => {
+                        // Kafka checks a partition's whole set against the topic's
+                        // limit: send it in halves; only a message rejected alone is
+                        // an error.
+                        if let Some(rest) =
+                            self.isolate_oversize(pending, topic, *partition, idxs)?
+                        {
+                            why.push(format!("{topic}/{partition}: a part of a split set failed"));
+                            failed.push((Arc::clone(topic), *partition, rest));
+                        }
+                    }
+                    Some(code) if producer::retryable(code) => {
+                        why.push(format!("{topic}/{partition}: {code:?}"));
+                        failed.push((Arc::clone(topic), *partition, idxs.clone()));
+                    }
+                    Some(code) => {
+                        return Err(Error::KafkaSendMessage {
+                            reason: format!(
+                                "topic {topic} partition {partition}: the broker answered {code:?}"
+                            ),
+                        })
+                    }
                 }
             }
         }
@@ -395,7 +417,7 @@ impl KafkaSink {
         };
         while let Some(part) = stack.pop() {
             let records: Vec<_> = records(pending, topic, partition, &part).collect();
-            let Some(connection) = self.connection.as_mut() else {
+            let Some(connection) = self.connections.first_mut() else {
                 return Ok(Some(rest(part, &stack)));
             };
             let code = match connection.send(&records) {
@@ -438,6 +460,33 @@ impl KafkaSink {
         }
         Ok(None)
     }
+}
+
+/// Splits one request's slices across `connections` connections: the indices of the
+/// slices each sends, largest slices first to the least loaded (in record bytes), each
+/// part in the slices' order. A slice is one partition's share, so a partition goes
+/// through one connection.
+fn spread(
+    pending: &[(TableName, Message)],
+    slices: &[Slice],
+    connections: usize,
+) -> Vec<Vec<usize>> {
+    let mut parts = vec![Vec::new(); connections.max(1)];
+    let mut loads = vec![0usize; parts.len()];
+    let bytes = |s: &Slice| -> usize { s.2.iter().map(|&i| record_size(&pending[i].1)).sum() };
+    let mut order: Vec<(usize, usize)> = slices.iter().map(bytes).enumerate().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (s, size) in order {
+        let least = (0..loads.len())
+            .min_by_key(|&c| loads[c])
+            .expect("at least one");
+        loads[least] += size;
+        parts[least].push(s);
+    }
+    for part in &mut parts {
+        part.sort_unstable();
+    }
+    parts
 }
 
 /// A readable key for errors: the message key, or for key-less protocols the key
@@ -593,5 +642,66 @@ impl Encoder for KafkaEncoder {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sizes[i]` messages' value lengths of slice i (partition i of topic "t").
+    fn slices_of(sizes: &[&[usize]]) -> (Vec<(TableName, Message)>, Vec<Slice>) {
+        let table = TableName::new("db", "t");
+        let mut pending = Vec::new();
+        let mut slices = Vec::new();
+        for (p, values) in sizes.iter().enumerate() {
+            let mut idxs = Vec::new();
+            for &len in values.iter() {
+                idxs.push(pending.len());
+                let m = Message {
+                    value: vec![b'x'; len],
+                    ..Message::default()
+                };
+                pending.push((table.clone(), m));
+            }
+            slices.push((Arc::from("t"), p as i32, idxs));
+        }
+        (pending, slices)
+    }
+
+    #[test]
+    fn spread_sends_each_slice_once_balanced_by_bytes_in_order() {
+        let (pending, slices) = slices_of(&[&[100, 100], &[500], &[300], &[50, 50, 50], &[250]]);
+        let parts = spread(&pending, &slices, 2);
+        assert_eq!(parts.len(), 2);
+        let mut all: Vec<usize> = parts.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3, 4], "every slice exactly once");
+        for part in &parts {
+            assert!(part.windows(2).all(|w| w[0] < w[1]), "in order: {part:?}");
+        }
+        let load = |part: &[usize]| -> usize {
+            part.iter()
+                .flat_map(|&s| &slices[s].2)
+                .map(|&i| record_size(&pending[i].1))
+                .sum()
+        };
+        let (a, b) = (load(&parts[0]), load(&parts[1]));
+        // Largest first to the least loaded: 500 | 300, 250 | 200 (+ overheads) ...
+        assert!(a.abs_diff(b) <= 300, "balanced: {a} vs {b}");
+    }
+
+    #[test]
+    fn spread_over_more_connections_than_slices_leaves_parts_empty() {
+        let (pending, slices) = slices_of(&[&[10], &[20]]);
+        let parts = spread(&pending, &slices, 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts.iter().filter(|p| p.is_empty()).count(), 2);
+        let single = spread(&pending, &slices, 1);
+        assert_eq!(
+            single,
+            vec![vec![0, 1]],
+            "one connection: one request, in order"
+        );
     }
 }

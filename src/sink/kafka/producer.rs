@@ -6,9 +6,13 @@
 //!   retryable failure the sink drops the producer and opens a new one.
 //! * `Producer::send` asserts on the response shape and can panic: only `send_all` is
 //!   used, and every partition confirmation it returns is checked.
+//! * It has one request in flight per producer, and waits for each answer:
+//!   [`send_each`] sends one request per connection at once, each on a thread of its
+//!   own for the length of the call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::thread;
 
 use kafka::client::ProduceConfirm;
 use kafka::error::KafkaCode;
@@ -117,6 +121,51 @@ impl Connection {
             })
             .collect())
     }
+}
+
+/// What one connection's request came back with.
+pub(crate) type Answer = std::result::Result<Confirmations, kafka::Error>;
+
+/// Sends `requests[i]` on `connections[i]`, all at once, and returns their answers in
+/// the same order. An empty request is not sent (its answer: no confirmations). The
+/// first goes out on the calling thread, the others on scoped threads named
+/// `kafka-send-<i>`, all joined before this returns. A thread that cannot be spawned
+/// answers with the I/O error, which the sink retries like any failed request.
+pub(crate) fn send_each(
+    connections: &mut [Connection],
+    requests: &[Vec<Record<'_, &[u8], &[u8]>>],
+) -> Vec<Answer> {
+    fn send(c: &mut Connection, r: &[Record<'_, &[u8], &[u8]>]) -> Answer {
+        if r.is_empty() {
+            Ok(Vec::new())
+        } else {
+            c.send(r)
+        }
+    }
+    let mut pairs = connections.iter_mut().zip(requests);
+    let Some((first, first_request)) = pairs.next() else {
+        return Vec::new();
+    };
+    thread::scope(|scope| {
+        let others: Vec<_> = pairs
+            .enumerate()
+            .map(|(i, (c, r))| {
+                thread::Builder::new()
+                    .name(format!("kafka-send-{}", i + 1))
+                    .spawn_scoped(scope, move || send(c, r))
+            })
+            .collect();
+        let mut answers = vec![send(first, first_request)];
+        for other in others {
+            answers.push(match other {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload)),
+                Err(e) => Err(kafka::Error::Io(e)),
+            });
+        }
+        answers
+    })
 }
 
 /// Whether a partition-level code is worth a retry with a fresh producer.
