@@ -44,10 +44,18 @@ fn close_latency(c: &mut Criterion) {
     group.sample_size(10);
     for dispatchers in [64usize, 1000] {
         group.bench_function(BenchmarkId::new("error_report", dispatchers), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| close_latency_run(dispatchers).0).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| close_latency_run(dispatchers).report)
+                    .sum()
+            })
         });
         group.bench_function(BenchmarkId::new("all_released", dispatchers), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| close_latency_run(dispatchers).1).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| close_latency_run(dispatchers).released)
+                    .sum()
+            })
         });
     }
     group.finish();

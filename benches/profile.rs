@@ -68,9 +68,9 @@ fn main() {
                 ROWS,
             )),
             "close" => {
-                let (report, released) = close_latency_run(n);
-                reports.push(report.as_secs_f64() * 1e3);
-                released
+                let trial = close_latency_run(n);
+                reports.push(trial.report.as_secs_f64() * 1e3);
+                trial.released
             }
             _ => usage(),
         };

@@ -610,13 +610,15 @@ fn close_latency(plan: &Plan) -> Section {
     // report[k], released[k]: milliseconds per trial, per dispatcher count.
     let mut report = vec![Vec::new(); CLOSE_DISPATCHERS.len()];
     let mut released = vec![Vec::new(); CLOSE_DISPATCHERS.len()];
+    let mut wake = vec![Vec::new(); CLOSE_DISPATCHERS.len()];
     // Warm-up trial, untimed.
     close_latency_run(CLOSE_DISPATCHERS[0]);
     for trial in 0..plan.close_trials {
         for (k, &n) in CLOSE_DISPATCHERS.iter().enumerate() {
-            let (r, a) = close_latency_run(n);
-            report[k].push(ms(r));
-            released[k].push(ms(a));
+            let trial = close_latency_run(n);
+            report[k].push(ms(trial.report));
+            released[k].push(ms(trial.released));
+            wake[k].push(ms(trial.two_hop_wake));
         }
         if (trial + 1) % 5 == 0 || trial + 1 == plan.close_trials {
             eprintln!(
@@ -630,22 +632,33 @@ fn close_latency(plan: &Plan) -> Section {
         "N dispatchers blocked on a full channel (capacity 1, dispatcher capacity 1, one \
          producer thread each); the sink fails. Times from the failure, in ms, over {} trials \
          per N, one untimed trial first (nearest-rank percentiles: p99 is the value of rank {} among the {} \
-         sorted trials). Targets judged on p99.\n\n",
+         sorted trials). Targets judged on p99. *Two-hop wake*: the machine's floor for the \
+         report, measured in each trial just before the failure with the same threads parked — \
+         a stamp passed from one thread to a second to a third over plain crossbeam channels, \
+         the two wake-ups the report takes (sink thread → watcher → maintainer) without the \
+         engine.\n\n",
         plan.close_trials,
         ((0.99 * plan.close_trials as f64).ceil() as usize).max(1),
         plan.close_trials,
     );
     markdown.push_str(
-        "| dispatchers | error report p50 | p99 | max | target | all senders released p50 | p99 | max | target |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| dispatchers | error report p50 | p99 | max | target | two-hop wake p50 | p99 | max | all senders released p50 | p99 | max | target |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut targets = Vec::new();
     let mut entries = Vec::new();
     for (k, &n) in CLOSE_DISPATCHERS.iter().enumerate() {
         let mut r = report[k].clone();
         let mut a = released[k].clone();
+        let mut w = wake[k].clone();
         r.sort_by(|x, y| x.total_cmp(y));
         a.sort_by(|x, y| x.total_cmp(y));
+        w.sort_by(|x, y| x.total_cmp(y));
+        let (w50, w99, wmax) = (
+            percentile(&w, 0.5),
+            percentile(&w, 0.99),
+            percentile(&w, 1.0),
+        );
         let (r50, r99, rmax) = (
             percentile(&r, 0.5),
             percentile(&r, 0.99),
@@ -659,13 +672,15 @@ fn close_latency(plan: &Plan) -> Section {
         let released_target = target_released_ms(n);
         let _ = writeln!(
             markdown,
-            "| {n} | {r50:.3} | **{r99:.3}** | {rmax:.3} | < {TARGET_REPORT_MS} ms: {} | {a50:.2} | **{a99:.2}** | {amax:.2} | ≤ {released_target} ms: {} |",
+            "| {n} | {r50:.3} | **{r99:.3}** | {rmax:.3} | < {TARGET_REPORT_MS} ms: {} | {w50:.3} | {w99:.3} | {wmax:.3} | {a50:.2} | **{a99:.2}** | {amax:.2} | ≤ {released_target} ms: {} |",
             met(r99 < TARGET_REPORT_MS),
             met(a99 <= released_target),
         );
         targets.push(Target {
             what: format!("sink failure → error report, {n} blocked dispatchers (p99)"),
-            measured: format!("{r99:.3} ms (p50 {r50:.3} ms)"),
+            measured: format!(
+                "{r99:.3} ms (p50 {r50:.3} ms; the machine's two-hop wake: p99 {w99:.3} ms)"
+            ),
             bound: format!("< {TARGET_REPORT_MS} ms"),
             met: r99 < TARGET_REPORT_MS,
         });
@@ -680,6 +695,7 @@ fn close_latency(plan: &Plan) -> Section {
             "trials": plan.close_trials,
             "error_report_ms": { "p50": r50, "p99": r99, "max": rmax, "trials": report[k],
                                  "target_lt": TARGET_REPORT_MS, "met": r99 < TARGET_REPORT_MS },
+            "two_hop_wake_ms": { "p50": w50, "p99": w99, "max": wmax, "trials": wake[k] },
             "all_released_ms": { "p50": a50, "p99": a99, "max": amax, "trials": released[k],
                                  "target_le": released_target, "met": a99 <= released_target },
         }));

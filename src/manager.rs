@@ -165,7 +165,8 @@ impl Builder {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every setting; the error names the first bad one.
+    pub(crate) fn validate(&self) -> Result<()> {
         let c = &self.config;
         if c.changefeed.trim().is_empty() {
             return Err(Error::config("changefeed_id", "must not be empty"));

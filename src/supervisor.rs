@@ -113,6 +113,7 @@ pub struct SupervisorBuilder {
 impl SupervisorBuilder {
     /// Settings applied to each attempt's [`DispatcherManager`] builder (capacities,
     /// quota, node, close timeout…). The supervisor sets the maintainer and `start_ts`.
+    /// `start` checks them once, so bad ones are its error, naming the parameter.
     pub fn manager(mut self, configure: impl Fn(Builder) -> Builder + Send + 'static) -> Self {
         self.configure = Box::new(configure);
         self
@@ -172,6 +173,9 @@ impl SupervisorBuilder {
         if !(0.0..1.0).contains(&self.backoff_jitter) {
             return invalid("backoff", "jitter must be in [0, 1)");
         }
+        // The manager settings every attempt will use: refused here, naming the
+        // parameter, rather than as the first attempt's failure.
+        (self.configure)(DispatcherManager::builder(self.changefeed.clone())).validate()?;
         let shared = Arc::new(SupervisorShared {
             state: Mutex::new(SupervisorState::Normal),
             changed: Condvar::new(),

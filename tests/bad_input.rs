@@ -1071,7 +1071,7 @@ fn supervisor_builder_refuses_bad_values_naming_them() {
 }
 
 #[test]
-fn a_supervisor_with_bad_manager_settings_fails_once_without_restart() {
+fn a_supervisor_with_bad_manager_settings_is_refused_by_start() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let factory: SinkFactory = {
         let calls = Arc::clone(&calls);
@@ -1080,24 +1080,19 @@ fn a_supervisor_with_bad_manager_settings_fails_once_without_restart() {
             Ok(Box::new(FaultSink::new().0) as Box<dyn Sink>)
         })
     };
-    let supervisor = Supervisor::builder("bi-svm")
+    let refused = Supervisor::builder("bi-svm")
         .backoff(Duration::from_millis(1), 2.0, Duration::from_millis(5), 0.1)
         .manager(|b| b.memory_quota(0))
-        .start(factory, Idle)
-        .unwrap();
-    match supervisor.wait() {
-        SupervisorState::Failed { error } => {
-            assert_eq!(error.code(), "CDC:ErrInvalidConfig");
-            assert!(error.to_string().contains("memory_quota"), "{error}");
-        }
-        other => panic!("{other:?}"),
-    }
+        .start(factory, Idle);
+    let error = refused.err().expect("bad manager settings were accepted");
+    assert_eq!(error.code(), "CDC:ErrInvalidConfig");
+    assert!(error.to_string().contains("memory_quota"), "{error}");
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "no restart"
+        0,
+        "no sink was built"
     );
-    assert!(wait_no_threads("cf-bi-svm-", HANG_GUARD).is_empty());
+    assert!(threads_named("cf-bi-svm-").is_empty(), "nothing started");
 }
 
 /// FAILS — found here. Backoff values the builder accepts but whose arithmetic

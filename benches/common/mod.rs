@@ -238,10 +238,57 @@ impl Sink for FailOnCue {
     }
 }
 
+/// What one close-latency trial measured.
+pub struct CloseTrial {
+    /// From the sink's failure to the maintainer holding the error report.
+    pub report: Duration,
+    /// From the sink's failure to the last blocked sender released.
+    pub released: Duration,
+    /// The machine's floor for the report, measured just before in the same state:
+    /// the two thread wake-ups the report takes (sink thread → watcher → maintainer)
+    /// done with plain crossbeam channels and nothing else.
+    pub two_hop_wake: Duration,
+}
+
+/// A stamp sent by one thread, forwarded by a second, received by a third: the wake-up
+/// chain of an error report, with no engine in it. The three threads are parked on
+/// their channels before the first is cued.
+fn two_hop_wake() -> Duration {
+    let (cue_tx, cue) = bounded::<()>(1);
+    let (first_tx, first) = bounded::<Instant>(1);
+    let (second_tx, second) = bounded::<Instant>(1);
+    let (parked_tx, parked) = bounded::<()>(3);
+    let p = parked_tx.clone();
+    let source = thread::spawn(move || {
+        p.send(()).unwrap();
+        cue.recv().unwrap();
+        first_tx.send(Instant::now()).unwrap();
+    });
+    let p = parked_tx.clone();
+    let forwarder = thread::spawn(move || {
+        p.send(()).unwrap();
+        second_tx.send(first.recv().unwrap()).unwrap();
+    });
+    let sink = thread::spawn(move || {
+        parked_tx.send(()).unwrap();
+        second.recv().unwrap().elapsed()
+    });
+    for _ in 0..3 {
+        parked.recv().unwrap();
+    }
+    // Announced just before they block: give them the time to get there.
+    thread::sleep(Duration::from_millis(2));
+    cue_tx.send(()).unwrap();
+    let took = sink.join().unwrap();
+    source.join().unwrap();
+    forwarder.join().unwrap();
+    took
+}
+
 /// `dispatchers` dispatchers blocked on a full channel (channel capacity 1, dispatcher
-/// capacity 1, one producer thread each); the sink fails. Returns (time to the error
-/// report, time to the last sender released), both from the sink's failure.
-pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
+/// capacity 1, one producer thread each); the sink fails. Times from the sink's
+/// failure, and the machine's two-hop wake-up in the same state (see [`CloseTrial`]).
+pub fn close_latency_run(dispatchers: usize) -> CloseTrial {
     let (cue_tx, cue) = bounded(1);
     let failed_at = Arc::new(Mutex::new(None));
     let (maintainer, heartbeats) = bounded(16);
@@ -288,6 +335,7 @@ pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
     }
     // Give those sends time to enter their wait.
     thread::sleep(Duration::from_millis(20));
+    let two_hop_wake = two_hop_wake();
     let reporter = thread::spawn(move || loop {
         let hb = heartbeats.recv().unwrap();
         if hb.error.is_some() {
@@ -306,7 +354,11 @@ pub fn close_latency_run(dispatchers: usize) -> (Duration, Duration) {
     }
     let _ = manager.wait();
     let failed_at = failed_at.lock().unwrap();
-    (reported_at - failed_at, last_released - failed_at)
+    CloseTrial {
+        report: reported_at - failed_at,
+        released: last_released - failed_at,
+        two_hop_wake,
+    }
 }
 
 /// The median (mean of the middle two for an even count). `NaN` when empty.
