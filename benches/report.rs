@@ -2,7 +2,7 @@
 //! machine, printed as a markdown table and written to `target/perf-report.md` and
 //! `target/perf-report.json`.
 //!
-//! Run: `cargo bench --bench report` (about 2.5 minutes on the 2-core development machine,
+//! Run: `cargo bench --bench report` (about 4 minutes on the 2-core development machine,
 //! plus the build; it starts a real Kafka 3.9 broker, so it needs what `cargo test` needs:
 //! Java 17 and Maven). The trial counts are the constants below.
 //!
