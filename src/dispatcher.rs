@@ -225,7 +225,11 @@ impl Dispatcher {
         event: impl Into<Event>,
         timeout: Duration,
     ) -> Result<(), TrySendError> {
-        self.send_inner(event.into(), Wait::Until(Instant::now() + timeout))
+        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
+        let wait = Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until);
+        self.send_inner(event.into(), wait)
     }
 
     /// This table's checkpoint: every event of it at or below this commit ts has been

@@ -35,6 +35,11 @@ pub struct HeartBeat {
     /// carries the checkpoint and watermark last computed (never ahead of the truth) and
     /// no dispatcher statuses. The final `closed` heartbeat has the exact ones, and is the
     /// only heartbeat after it.
+    ///
+    /// One exception to both orders: when the maintainer channel is full and a `close`
+    /// times out while the error heartbeat still waits for room (at most
+    /// [`REPORT_TIMEOUT`]), the close releases the senders itself, and its `closed`
+    /// heartbeat competes for the same room, so it may come first.
     pub error: Option<RunningError>,
     /// Set in the last heartbeat, once every thread has stopped.
     pub closed: bool,
@@ -139,17 +144,19 @@ pub(crate) fn await_handoff(shared: &Shared) -> bool {
     let Some(maintainer) = &shared.maintainer else {
         return false;
     };
-    let deadline = Instant::now() + shared.config.report_handoff;
+    // A hand-off too long to be a point in time (`Duration::MAX`) has no deadline.
+    let deadline = Instant::now().checked_add(shared.config.report_handoff);
     let (mut nap, longest) = HANDOFF_NAP;
     loop {
         if maintainer.is_empty() {
             return true;
         }
         let now = Instant::now();
-        if now >= deadline || !shared.is_accepting() {
+        if deadline.is_some_and(|d| now >= d) || !shared.is_accepting() {
             return false;
         }
-        thread::sleep(nap.min(deadline - now));
+        let left = deadline.map_or(nap, |d| d - now);
+        thread::sleep(nap.min(left));
         nap = (nap * 2).min(longest);
     }
 }

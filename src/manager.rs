@@ -387,7 +387,10 @@ impl Shared {
         heartbeat: HeartBeat,
     ) -> Option<std::result::Result<(), TrySendError<HeartBeat>>> {
         let phase = self.phase.lock();
-        if matches!(*phase, Phase::Reporting(_)) || self.cause.get().is_some() {
+        if matches!(*phase, Phase::Reporting(_))
+            || self.cause.get().is_some()
+            || self.final_sent.load(Ordering::Acquire)
+        {
             return None;
         }
         Some(maintainer.try_send(heartbeat))
@@ -798,7 +801,8 @@ impl DispatcherManager {
             .into_iter()
             .map(|d| (Arc::clone(&d.progress), d.progress.sent_count()))
             .collect();
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
+        let deadline = Instant::now().checked_add(timeout);
         let shared = &self.shared;
         shared
             .signal
@@ -852,7 +856,9 @@ impl DispatcherManager {
         let shared = &self.shared;
         shared.begin_close();
         let timeout = shared.config.close_timeout;
-        if let Some(outcome) = shared.wait_closed(Some(Instant::now() + timeout)) {
+        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
+        let deadline = Instant::now().checked_add(timeout);
+        if let Some(outcome) = shared.wait_closed(deadline) {
             self.join_watcher();
             return outcome;
         }

@@ -33,7 +33,7 @@ impl AckSignal {
     /// notification between tries, or until `deadline`.
     pub fn wait_until<T>(
         &self,
-        deadline: std::time::Instant,
+        deadline: Option<std::time::Instant>,
         mut done: impl FnMut() -> Option<T>,
     ) -> Option<T> {
         let mut generation = self.generation.lock();
@@ -41,12 +41,17 @@ impl AckSignal {
             if let Some(t) = done() {
                 return Some(t);
             }
-            if self
-                .changed
-                .wait_until(&mut generation, deadline)
-                .timed_out()
-            {
-                return done();
+            match deadline {
+                None => self.changed.wait(&mut generation),
+                Some(deadline) => {
+                    if self
+                        .changed
+                        .wait_until(&mut generation, deadline)
+                        .timed_out()
+                    {
+                        return done();
+                    }
+                }
             }
         }
     }

@@ -44,16 +44,19 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
             },
         };
         write(sink, shared, first, &mut unflushed)?;
-        let linger_until = Instant::now() + batching.linger;
+        // A linger too long to be a point in time (`Duration::MAX`) waits for ever.
+        let linger_until = Instant::now().checked_add(batching.linger);
         while unflushed.bytes < batching.max_bytes && unflushed.messages < batching.max_messages {
             let next = if batching.linger.is_zero() {
                 batches
                     .try_recv()
                     .map_err(|e| e == TryRecvError::Disconnected)
-            } else {
+            } else if let Some(until) = linger_until {
                 batches
-                    .recv_deadline(linger_until)
+                    .recv_deadline(until)
                     .map_err(|e| e == RecvTimeoutError::Disconnected)
+            } else {
+                batches.recv().map_err(|_| true)
             };
             match next {
                 Ok(batch) => write(sink, shared, batch, &mut unflushed)?,

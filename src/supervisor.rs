@@ -278,9 +278,14 @@ impl Supervisor {
         timeout: Duration,
         mut pred: impl FnMut(&SupervisorState) -> bool,
     ) -> SupervisorState {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.state.lock();
         while !pred(&state) {
+            let Some(deadline) = deadline else {
+                self.shared.changed.wait(&mut state);
+                continue;
+            };
             if self
                 .shared
                 .changed

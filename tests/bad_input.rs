@@ -1156,3 +1156,48 @@ fn backoff_values_that_overflow_are_refused_or_work_never_a_panic() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `Duration::MAX` means "no deadline" wherever a timeout is taken; none of them panics
+/// (an `Instant` plus `Duration::MAX` overflows).
+#[test]
+fn timeouts_of_duration_max_never_panic() {
+    let (sink, control) = FaultSink::new();
+    control.hold_acks();
+    let (maintainer, heartbeats) = bounded(64);
+    let manager = no_panic("start", || {
+        DispatcherManager::builder("bi-max")
+            .maintainer(maintainer)
+            .close_timeout(Duration::MAX)
+            .report_handoff(Duration::MAX)
+            .start(sink)
+            .unwrap()
+    });
+    let d = manager.add_dispatcher(orders()).unwrap();
+    let row = |ts: u64| RowChange::insert(orders(), ts, vec![Column::key("id", Value::Int(1))]);
+    let sent = no_panic("send_timeout", || {
+        d.send_timeout(row(1), Duration::MAX).is_ok()
+    });
+    assert!(sent, "room in the queue: accepted");
+    // Acks held: a flush with a short timeout times out; one with Duration::MAX returns
+    // once they are let go (whether it started waiting before or not).
+    let short = manager.flush(Duration::from_millis(20));
+    assert_eq!(short.unwrap_err().code(), "CDC:ErrFlushTimeout");
+    let releaser = {
+        let control = control.clone();
+        std::thread::spawn(move || control.release_acks())
+    };
+    no_panic("flush", || manager.flush(Duration::MAX)).unwrap();
+    releaser.join().unwrap();
+    no_panic("close", || manager.close()).unwrap();
+    assert!(heartbeats_until_closed(&heartbeats).last().unwrap().closed);
+
+    let supervisor = Supervisor::builder("bi-max-sv")
+        .start(healthy(), Idle)
+        .unwrap();
+    let state = no_panic("wait_for", || {
+        supervisor.wait_for(Duration::MAX, |s| matches!(s, SupervisorState::Normal))
+    });
+    assert!(matches!(state, SupervisorState::Normal), "{state:?}");
+    supervisor.stop();
+    assert!(wait_no_threads("cf-bi-max", HANG_GUARD).is_empty());
+}

@@ -28,7 +28,7 @@
 //! | fault | what the sink does | error when it gives up |
 //! |---|---|---|
 //! | topic missing from fresh metadata (default topic at start, routed topics at first use) | fails at once | `CDC:ErrKafkaTopicNotExists` |
-//! | I/O error, broker restart, NotLeader, LeaderNotAvailable, RequestTimedOut, … | drops the producer (the crate never reconnects nor refreshes metadata), waits (`retry-backoff-ms`, doubling to `retry-backoff-max-ms`), reconnects, resends what was not confirmed; up to `max-retry` retries | `CDC:ErrKafkaSendMessage` / `CDC:ErrKafkaNewProducer` |
+//! | I/O error, broker restart, NotLeader, LeaderNotAvailable, RequestTimedOut, … (on any of the connections) | drops every producer (the crate never reconnects nor refreshes metadata), waits (`retry-backoff-ms`, doubling to `retry-backoff-max-ms`), reconnects, resends what was not confirmed; up to `max-retry` retries | `CDC:ErrKafkaSendMessage` / `CDC:ErrKafkaNewProducer` |
 //! | broker rejects a partition's set as too large (Kafka checks the whole set against the topic's `max.message.bytes`) | resends it in halves, splitting rejected halves further: accepted parts are done; a message rejected on its own fails the sink, no retry. Set `max-message-bytes` to the topic's limit to avoid the splitting | `CDC:ErrMessageTooLarge` naming table, commit ts, key, size |
 //! | any other broker error code | no retry | `CDC:ErrKafkaSendMessage` |
 //! | Kafka ≥ 4.0 | no retry | `CDC:ErrKafkaUnsupportedBroker` |
@@ -43,8 +43,10 @@
 //! loop stops at its next wait. A call blocked inside the kafka crate cannot be
 //! interrupted: its sockets have a fixed 120 s read/write timeout, and it connects with
 //! the OS's connect timeout (about 2 minutes on Linux) — which the sink avoids by
-//! reaching a broker with `dial-timeout-ms` first. So the sink thread exits at worst
-//! about 120 s after a stuck request began, plus one backoff.
+//! reaching a broker with `dial-timeout-ms` first. Reconnecting opens the `connections`
+//! producers one after another, each within that bound, and stops between two when
+//! interrupted. So the sink thread exits at worst about 120 s after a stuck request
+//! began (the requests of one flush run at once), plus one backoff.
 //!
 //! PLAINTEXT only: the crate's TLS path cuts requests over 16 KiB short, so TLS and SASL
 //! parameters are rejected.
@@ -182,6 +184,8 @@ impl KafkaSink {
         }
         let mut opened = Vec::with_capacity(self.config.connections);
         for _ in 0..self.config.connections {
+            // Each open may take up to the dial timeout: a close need not wait for all.
+            self.interrupted()?;
             match Connection::open(&self.config) {
                 Ok(c) => opened.push(c),
                 Err(OpenError::Fatal(e)) => return Err(e),
@@ -337,9 +341,10 @@ impl KafkaSink {
             .collect();
         let answers = producer::send_each(&mut self.connections, &requests);
         drop(requests);
+        debug_assert_eq!(answers.len(), parts.len(), "one answer per part");
         let mut failed = Vec::new();
         let mut why = Vec::new();
-        for (part, answer) in parts.iter().zip(answers) {
+        for (connection, (part, answer)) in parts.iter().zip(answers).enumerate() {
             let confirms = match answer {
                 Ok(confirms) => confirms,
                 Err(e) => match producer::code_of(&e) {
@@ -367,7 +372,7 @@ impl KafkaSink {
                         // limit: send it in halves; only a message rejected alone is
                         // an error.
                         if let Some(rest) =
-                            self.isolate_oversize(pending, topic, *partition, idxs)?
+                            self.isolate_oversize(pending, topic, *partition, idxs, connection)?
                         {
                             why.push(format!("{topic}/{partition}: a part of a split set failed"));
                             failed.push((Arc::clone(topic), *partition, rest));
@@ -407,6 +412,8 @@ impl KafkaSink {
         topic: &Arc<str>,
         partition: i32,
         idxs: &[usize],
+        // The connection that carried the set and answered for it.
+        connection: usize,
     ) -> Result<Option<Vec<usize>>> {
         // Last pushed is sent first: keep send order.
         let mut stack = vec![idxs.to_vec()];
@@ -417,10 +424,10 @@ impl KafkaSink {
         };
         while let Some(part) = stack.pop() {
             let records: Vec<_> = records(pending, topic, partition, &part).collect();
-            let Some(connection) = self.connections.first_mut() else {
+            let Some(producer) = self.connections.get_mut(connection) else {
                 return Ok(Some(rest(part, &stack)));
             };
-            let code = match connection.send(&records) {
+            let code = match producer.send(&records) {
                 Ok(confirms) => confirms
                     .iter()
                     .find(|((t, p), _)| **t == **topic && *p == partition)

@@ -126,45 +126,75 @@ impl Connection {
 /// What one connection's request came back with.
 pub(crate) type Answer = std::result::Result<Confirmations, kafka::Error>;
 
-/// Sends `requests[i]` on `connections[i]`, all at once, and returns their answers in
-/// the same order. An empty request is not sent (its answer: no confirmations). The
-/// first goes out on the calling thread, the others on scoped threads named
-/// `kafka-send-<i>`, all joined before this returns. A thread that cannot be spawned
-/// answers with the I/O error, which the sink retries like any failed request.
+/// Sends `requests[i]` on `connections[i]`, all at once, and returns exactly one answer
+/// per request, in the same order. An empty request is not sent (its answer: no
+/// confirmations), and a request without a connection answers `NotConnected`. The first
+/// request that needs a thread goes out on the calling thread, the others on scoped
+/// threads named `kafka-send-<i>`, all joined before this returns. A thread that cannot
+/// be spawned answers with the I/O error, which the sink retries like any failed
+/// request.
 pub(crate) fn send_each(
     connections: &mut [Connection],
     requests: &[Vec<Record<'_, &[u8], &[u8]>>],
 ) -> Vec<Answer> {
-    fn send(c: &mut Connection, r: &[Record<'_, &[u8], &[u8]>]) -> Answer {
-        if r.is_empty() {
-            Ok(Vec::new())
-        } else {
-            c.send(r)
-        }
+    /// How one request is answered.
+    enum Pending<'c, 'r, 'a> {
+        Answered(Answer),
+        Inline(&'c mut Connection, &'r [Record<'a, &'a [u8], &'a [u8]>]),
+        Spawned(thread::ScopedJoinHandle<'c, Answer>),
     }
-    let mut pairs = connections.iter_mut().zip(requests);
-    let Some((first, first_request)) = pairs.next() else {
-        return Vec::new();
-    };
     thread::scope(|scope| {
-        let others: Vec<_> = pairs
+        let mut connections = connections.iter_mut();
+        let mut inline_taken = false;
+        let pending: Vec<Pending<'_, '_, '_>> = requests
+            .iter()
             .enumerate()
-            .map(|(i, (c, r))| {
-                thread::Builder::new()
-                    .name(format!("kafka-send-{}", i + 1))
-                    .spawn_scoped(scope, move || send(c, r))
+            .map(|(i, request)| {
+                let Some(connection) = connections.next() else {
+                    let missing = std::io::Error::from(std::io::ErrorKind::NotConnected);
+                    return Pending::Answered(Err(kafka::Error::Io(missing)));
+                };
+                if request.is_empty() {
+                    return Pending::Answered(Ok(Vec::new()));
+                }
+                if !inline_taken {
+                    inline_taken = true;
+                    return Pending::Inline(connection, request);
+                }
+                match thread::Builder::new()
+                    .name(format!("kafka-send-{i}"))
+                    .spawn_scoped(scope, move || connection.send(request))
+                {
+                    Ok(handle) => Pending::Spawned(handle),
+                    Err(e) => Pending::Answered(Err(kafka::Error::Io(e))),
+                }
             })
             .collect();
-        let mut answers = vec![send(first, first_request)];
-        for other in others {
-            answers.push(match other {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload)),
-                Err(e) => Err(kafka::Error::Io(e)),
-            });
+        // The inline request first, while the spawned ones are on their way.
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(pending.len());
+        let mut spawned = Vec::new();
+        for (i, p) in pending.into_iter().enumerate() {
+            match p {
+                Pending::Answered(answer) => answers.push(Some(answer)),
+                Pending::Inline(connection, request) => {
+                    answers.push(Some(connection.send(request)))
+                }
+                Pending::Spawned(handle) => {
+                    answers.push(None);
+                    spawned.push((i, handle));
+                }
+            }
+        }
+        for (i, handle) in spawned {
+            let answer = handle
+                .join()
+                .unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+            answers[i] = Some(answer);
         }
         answers
+            .into_iter()
+            .map(|a| a.expect("every request answered"))
+            .collect()
     })
 }
 
