@@ -6,9 +6,10 @@
 //! blocked on a full channel stay blocked — bounded, not buffering — and no producer
 //! learns of the failure before the maintainer does: the watcher waits until the
 //! maintainer has taken the report from its channel (at most
-//! [`Builder::report_handoff`](crate::Builder::report_handoff)) before it releases. Then `Shared::release` drops the
-//! abort line and the spare receiver: every blocked and every later send fails at once,
-//! idle dispatchers wake, quota waiters wake, and the memory the channels held is freed.
+//! [`Builder::report_handoff`](crate::Builder::report_handoff)) before it releases.
+//! Then `Shared::release` drops the abort line and the spare receiver: every blocked and
+//! every later send fails at once, idle dispatchers wake, quota waiters wake, and the
+//! memory the channels held is freed.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -59,7 +60,7 @@ pub(crate) fn run(
             && !heartbeat::await_handoff(&shared)
         {
             log::debug!(
-                "changefeed {}: the maintainer had not taken the error report after {:?}; releasing the senders anyway",
+                "changefeed {}: the maintainer had not taken the error report within the hand-off ({:?}), or a close released the senders first",
                 shared.config.changefeed,
                 shared.config.report_handoff
             );
