@@ -1,6 +1,7 @@
 //! Round trip on a real Kafka 3.9 broker: 8 tables x 10,000 rows, both protocols,
-//! several partitions, with the default number of producer connections and with three;
-//! every row read back, equal to what was sent, in order per partition.
+//! several partitions, with the default number of producer connections and with three,
+//! and once with `required-acks` 0 (no confirmations to check); every row read back,
+//! equal to what was sent, in order per partition.
 
 #[path = "support/kafka.rs"]
 mod kafka_support;
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use changefeed::sink::kafka::{
-    KafkaSink, KafkaSinkConfig, PartitionRule, Protocol, DEFAULT_CONNECTIONS,
+    KafkaSink, KafkaSinkConfig, PartitionRule, Protocol, RequiredAcks, DEFAULT_CONNECTIONS,
 };
 use changefeed::{Column, DispatcherManager, RowChange, TableName, Value};
 use kafka_support::{read_all, Broker, KAFKA_3};
@@ -18,11 +19,12 @@ const TABLES: usize = 8;
 const ROWS: u64 = 10_000;
 const PARTITIONS: u32 = 4;
 
-fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize) {
+fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize, acks: RequiredAcks) {
     broker.create_topic(topic, PARTITIONS);
     let config = KafkaSinkConfig::new([broker.bootstrap()], topic)
         .unwrap()
         .protocol(protocol)
+        .required_acks(acks)
         .connections(connections)
         .unwrap()
         .partition_rule("*.*", PartitionRule::IndexValue)
@@ -103,11 +105,23 @@ fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize) {
 #[test]
 fn round_trip_both_protocols() {
     let broker = Broker::start(KAFKA_3);
+    let all = RequiredAcks::All;
     run(
         &broker,
         Protocol::CanalJson,
         "rt-canal",
         DEFAULT_CONNECTIONS,
+        all,
     );
-    run(&broker, Protocol::Debezium, "rt-debezium", 3);
+    run(&broker, Protocol::Debezium, "rt-debezium", 3, all);
+    // At-most-once: nothing confirmed, everything counted as written once sent (on a
+    // healthy broker, everything arrives).
+    let none = RequiredAcks::None;
+    run(
+        &broker,
+        Protocol::CanalJson,
+        "rt-acks0",
+        DEFAULT_CONNECTIONS,
+        none,
+    );
 }

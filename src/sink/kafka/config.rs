@@ -212,7 +212,7 @@ impl KafkaSinkConfig {
     /// | `dial-timeout-ms` | bound on reaching a broker when (re)connecting | 10000 |
     /// | `batch-bytes` / `batch-records` | what the sink gathers before one flush | 4194304 / 16384 |
     /// | `linger-ms` | how long to wait for more batches before a flush | 0 |
-    /// | `connections` | producer connections, 1 to 16: a flush's requests go out on all of them at once, each partition on one | 2 |
+    /// | `connections` | producer connections, 1 to 16: a flush's requests go out on all of them at once, each topic-partition always on the same one | 2 |
     /// | `auto-create-topic` | `false` only: protocol v0 cannot create topics | `false` |
     ///
     /// TLS and SASL parameters are rejected (PLAINTEXT only), as are TiCDC parameters
@@ -354,8 +354,9 @@ impl KafkaSinkConfig {
     /// [`MAX_CONNECTIONS`]). The `kafka` crate's client is synchronous, one request in
     /// flight per connection; with more than one, each request of a flush is split by
     /// partition across the connections and the parts are sent at once, one thread
-    /// each. A partition's messages of one request go through one connection, and the
-    /// next request waits for every part, so per-partition order is kept.
+    /// each. A topic-partition always goes through the same connection, and the next
+    /// request waits for every part, so per-partition order is kept (with
+    /// `required-acks` 0 too, where nothing is confirmed: one socket per partition).
     pub fn connections(mut self, connections: usize) -> Result<Self> {
         self.connections = number("connections", &connections.to_string(), 1, MAX_CONNECTIONS)?;
         Ok(self)

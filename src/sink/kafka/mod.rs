@@ -17,10 +17,10 @@
 //!   `max-message-bytes`, splits each request by partition across `connections`
 //!   producers and sends the parts at once (the crate's client waits for each answer:
 //!   one connection is one request in flight), and checks every partition's
-//!   confirmation: an `Ok` from `send_all` alone means nothing. A partition's share
-//!   of a request goes through one connection, and the next request waits for every
-//!   part, so per-partition order is kept. Only when every partition confirmed is the flush
-//!   done, and the engine acknowledges its batches (at-least-once with `required-acks`
+//!   confirmation: an `Ok` from `send_all` alone means nothing. A topic-partition
+//!   always goes through the same connection, and the next request waits for every
+//!   part, so per-partition order is kept (with `required-acks` 0 too: one socket per
+//!   partition). Only when every partition confirmed is the flush done, and the engine acknowledges its batches (at-least-once with `required-acks`
 //!   -1 or 1; at-most-once with 0).
 //!
 //! # Faults
@@ -327,7 +327,7 @@ impl KafkaSink {
         pending: &[(TableName, Message)],
         slices: &[Slice],
     ) -> Result<Option<(String, Vec<Slice>)>> {
-        let parts = spread(pending, slices, self.connections.len());
+        let parts = spread(slices, self.connections.len());
         let requests: Vec<Vec<_>> = parts
             .iter()
             .map(|part| {
@@ -342,6 +342,9 @@ impl KafkaSink {
         let answers = producer::send_each(&mut self.connections, &requests);
         drop(requests);
         debug_assert_eq!(answers.len(), parts.len(), "one answer per part");
+        // With acks 0 the broker confirms nothing; otherwise a partition it did not
+        // confirm was not written.
+        let confirmed_by_silence = self.config.required_acks == RequiredAcks::None;
         let mut failed = Vec::new();
         let mut why = Vec::new();
         for (connection, (part, answer)) in parts.iter().zip(answers).enumerate() {
@@ -361,10 +364,18 @@ impl KafkaSink {
                 },
             };
             for (topic, partition, idxs) in part.iter().map(|&s| &slices[s]) {
-                let code = confirms
+                let confirmation = confirms
                     .iter()
-                    .find(|((t, p), _)| **t == **topic && p == partition)
-                    .and_then(|(_, r)| r.err());
+                    .find(|((t, p), _)| **t == **topic && p == partition);
+                let code = match confirmation {
+                    Some((_, r)) => r.err(),
+                    None if confirmed_by_silence => None,
+                    None => {
+                        why.push(format!("{topic}/{partition}: no confirmation"));
+                        failed.push((Arc::clone(topic), *partition, idxs.clone()));
+                        continue;
+                    }
+                };
                 match code {
                     None => {}
                     Some(KafkaCode::MessageSizeTooLarge) => {
@@ -415,6 +426,7 @@ impl KafkaSink {
         // The connection that carried the set and answered for it.
         connection: usize,
     ) -> Result<Option<Vec<usize>>> {
+        let confirmed_by_silence = self.config.required_acks == RequiredAcks::None;
         // Last pushed is sent first: keep send order.
         let mut stack = vec![idxs.to_vec()];
         let rest = |part: Vec<usize>, stack: &[Vec<usize>]| -> Vec<usize> {
@@ -428,10 +440,17 @@ impl KafkaSink {
                 return Ok(Some(rest(part, &stack)));
             };
             let code = match producer.send(&records) {
-                Ok(confirms) => confirms
-                    .iter()
-                    .find(|((t, p), _)| **t == **topic && *p == partition)
-                    .and_then(|(_, r)| r.err()),
+                Ok(confirms) => {
+                    match confirms
+                        .iter()
+                        .find(|((t, p), _)| **t == **topic && *p == partition)
+                    {
+                        Some((_, r)) => r.err(),
+                        None if confirmed_by_silence => None,
+                        // Not confirmed: not written; back to the retry loop.
+                        None => return Ok(Some(rest(part, &stack))),
+                    }
+                }
                 Err(e) => match producer::code_of(&e) {
                     Some(code) => Some(code),
                     None => return Ok(Some(rest(part, &stack))),
@@ -469,29 +488,27 @@ impl KafkaSink {
     }
 }
 
+/// The connection a topic-partition always goes through, of `connections`: the same one
+/// for the sink's whole life, so that one partition's requests share one socket. With
+/// acks, the next request waits for this one's confirmations anyway; with `acks=0`
+/// nothing is confirmed, and only a single socket keeps the partition's writes in
+/// order at the broker.
+fn connection_of(topic: &str, partition: i32, connections: usize) -> usize {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    // Partitions of one topic round-robin; each topic starts at its own offset.
+    let mut h = DefaultHasher::new();
+    topic.hash(&mut h);
+    let start = h.finish() as usize;
+    start.wrapping_add(partition.max(0) as usize) % connections.max(1)
+}
+
 /// Splits one request's slices across `connections` connections: the indices of the
-/// slices each sends, largest slices first to the least loaded (in record bytes), each
-/// part in the slices' order. A slice is one partition's share, so a partition goes
-/// through one connection.
-fn spread(
-    pending: &[(TableName, Message)],
-    slices: &[Slice],
-    connections: usize,
-) -> Vec<Vec<usize>> {
+/// slices each sends ([`connection_of`] their partition), each part in the slices'
+/// order. A slice is one partition's whole share of the request.
+fn spread(slices: &[Slice], connections: usize) -> Vec<Vec<usize>> {
     let mut parts = vec![Vec::new(); connections.max(1)];
-    let mut loads = vec![0usize; parts.len()];
-    let bytes = |s: &Slice| -> usize { s.2.iter().map(|&i| record_size(&pending[i].1)).sum() };
-    let mut order: Vec<(usize, usize)> = slices.iter().map(bytes).enumerate().collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for (s, size) in order {
-        let least = (0..loads.len())
-            .min_by_key(|&c| loads[c])
-            .expect("at least one");
-        loads[least] += size;
-        parts[least].push(s);
-    }
-    for part in &mut parts {
-        part.sort_unstable();
+    for (s, (topic, partition, _)) in slices.iter().enumerate() {
+        parts[connection_of(topic, *partition, connections)].push(s);
     }
     parts
 }
@@ -656,59 +673,51 @@ impl Encoder for KafkaEncoder {
 mod tests {
     use super::*;
 
-    /// `sizes[i]` messages' value lengths of slice i (partition i of topic "t").
-    fn slices_of(sizes: &[&[usize]]) -> (Vec<(TableName, Message)>, Vec<Slice>) {
-        let table = TableName::new("db", "t");
-        let mut pending = Vec::new();
+    /// One slice per partition `0..partitions` of each of `topics`.
+    fn slices_of(topics: &[&str], partitions: i32) -> Vec<Slice> {
         let mut slices = Vec::new();
-        for (p, values) in sizes.iter().enumerate() {
-            let mut idxs = Vec::new();
-            for &len in values.iter() {
-                idxs.push(pending.len());
-                let m = Message {
-                    value: vec![b'x'; len],
-                    ..Message::default()
-                };
-                pending.push((table.clone(), m));
+        for t in topics {
+            for p in 0..partitions {
+                slices.push((Arc::from(*t), p, vec![slices.len()]));
             }
-            slices.push((Arc::from("t"), p as i32, idxs));
         }
-        (pending, slices)
+        slices
     }
 
     #[test]
-    fn spread_sends_each_slice_once_balanced_by_bytes_in_order() {
-        let (pending, slices) = slices_of(&[&[100, 100], &[500], &[300], &[50, 50, 50], &[250]]);
-        let parts = spread(&pending, &slices, 2);
-        assert_eq!(parts.len(), 2);
+    fn spread_sends_each_slice_once_in_order_and_a_partition_always_on_one_connection() {
+        let slices = slices_of(&["a", "b"], 6);
+        let parts = spread(&slices, 3);
+        assert_eq!(parts.len(), 3);
         let mut all: Vec<usize> = parts.iter().flatten().copied().collect();
         all.sort_unstable();
-        assert_eq!(all, [0, 1, 2, 3, 4], "every slice exactly once");
+        assert_eq!(all, (0..12).collect::<Vec<_>>(), "every slice exactly once");
         for part in &parts {
             assert!(part.windows(2).all(|w| w[0] < w[1]), "in order: {part:?}");
+            // A topic's partitions round-robin: 6 partitions over 3 connections, 2 each.
+            for t in ["a", "b"] {
+                let n = part.iter().filter(|&&s| &*slices[s].0 == t).count();
+                assert_eq!(n, 2, "balanced: {parts:?}");
+            }
         }
-        let load = |part: &[usize]| -> usize {
-            part.iter()
-                .flat_map(|&s| &slices[s].2)
-                .map(|&i| record_size(&pending[i].1))
-                .sum()
-        };
-        let (a, b) = (load(&parts[0]), load(&parts[1]));
-        // Largest first to the least loaded: 500 | 300, 250 | 200 (+ overheads) ...
-        assert!(a.abs_diff(b) <= 300, "balanced: {a} vs {b}");
+        // Another request with only some of the partitions: each on the same connection.
+        let some: Vec<Slice> = slices.iter().filter(|s| s.1 % 2 == 1).cloned().collect();
+        for (c, part) in spread(&some, 3).iter().enumerate() {
+            for &s in part {
+                let (t, p, _) = &some[s];
+                let before = parts
+                    .iter()
+                    .position(|q| q.iter().any(|&i| slices[i].0 == *t && slices[i].1 == *p));
+                assert_eq!(before, Some(c), "{t}/{p} moved");
+            }
+        }
     }
 
     #[test]
-    fn spread_over_more_connections_than_slices_leaves_parts_empty() {
-        let (pending, slices) = slices_of(&[&[10], &[20]]);
-        let parts = spread(&pending, &slices, 4);
-        assert_eq!(parts.len(), 4);
+    fn spread_over_one_connection_is_one_request_in_order() {
+        let slices = slices_of(&["t"], 4);
+        assert_eq!(spread(&slices, 1), vec![vec![0, 1, 2, 3]]);
+        let parts = spread(&slices_of(&["t"], 2), 4);
         assert_eq!(parts.iter().filter(|p| p.is_empty()).count(), 2);
-        let single = spread(&pending, &slices, 1);
-        assert_eq!(
-            single,
-            vec![vec![0, 1]],
-            "one connection: one request, in order"
-        );
     }
 }
