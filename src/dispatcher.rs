@@ -21,6 +21,7 @@ use crossbeam_channel::{
 };
 use parking_lot::Mutex;
 
+use crate::deadline;
 use crate::error::{panic_text, Error, Result, SendError, TrySendError};
 use crate::event::{Event, TableName};
 use crate::heartbeat::DispatcherStatus;
@@ -225,10 +226,7 @@ impl Dispatcher {
         event: impl Into<Event>,
         timeout: Duration,
     ) -> Result<(), TrySendError> {
-        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
-        let wait = Instant::now()
-            .checked_add(timeout)
-            .map_or(Wait::Forever, Wait::Until);
+        let wait = deadline::after(timeout).map_or(Wait::Forever, Wait::Until);
         self.send_inner(event.into(), wait)
     }
 

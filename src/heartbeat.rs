@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
+use crate::deadline;
 use crate::error::Error;
 use crate::event::TableName;
 use crate::manager::Shared;
@@ -144,8 +145,7 @@ pub(crate) fn await_handoff(shared: &Shared) -> bool {
     let Some(maintainer) = &shared.maintainer else {
         return false;
     };
-    // A hand-off too long to be a point in time (`Duration::MAX`) has no deadline.
-    let deadline = Instant::now().checked_add(shared.config.report_handoff);
+    let deadline = deadline::after(shared.config.report_handoff);
     let (mut nap, longest) = HANDOFF_NAP;
     loop {
         if maintainer.is_empty() {

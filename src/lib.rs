@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod deadline;
 mod dispatcher;
 pub mod error;
 mod event;

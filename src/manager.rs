@@ -18,9 +18,10 @@
 //!   changefeed to *reporting*, sends the heartbeat carrying the [`RunningError`] (senders
 //!   stay blocked meanwhile — the sink channel is still connected through the spare
 //!   receiver the watcher holds), waits until the maintainer has taken it from its
-//!   channel (at most [`Builder::report_handoff`]), and only then *releases*: it refuses new sends, closes
-//!   the quota, drops the abort line, the spare receiver (dropping what it held) and the
-//!   stop lines, so every blocked and every later send fails at once. It joins the
+//!   channel (at most [`Builder::report_handoff`]), and only then *releases*: it
+//!   refuses new sends, closes the quota, drops the abort line, the spare receiver
+//!   (dropping what it held) and the stop lines, so every blocked and every later send
+//!   fails at once. It joins the
 //!   dispatchers, the sink and the heartbeat thread, and sends the final `closed`
 //!   heartbeat.
 //! * **The program calls `close`.** New sends are refused, the dispatchers drain their
@@ -44,6 +45,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
+use crate::deadline;
 use crate::dispatcher::{self, Dispatcher, DispatcherShared};
 use crate::error::{Error, Result};
 use crate::event::TableName;
@@ -801,8 +803,7 @@ impl DispatcherManager {
             .into_iter()
             .map(|d| (Arc::clone(&d.progress), d.progress.sent_count()))
             .collect();
-        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = deadline::after(timeout);
         let shared = &self.shared;
         shared
             .signal
@@ -856,9 +857,7 @@ impl DispatcherManager {
         let shared = &self.shared;
         shared.begin_close();
         let timeout = shared.config.close_timeout;
-        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
-        let deadline = Instant::now().checked_add(timeout);
-        if let Some(outcome) = shared.wait_closed(deadline) {
+        if let Some(outcome) = shared.wait_closed(deadline::after(timeout)) {
             self.join_watcher();
             return outcome;
         }

@@ -8,10 +8,9 @@
 //!
 //! [`Batching`]: crate::sink::Batching
 
-use std::time::Instant;
-
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::manager::Shared;
 use crate::progress::Ack;
@@ -44,8 +43,7 @@ pub(crate) fn run(sink: &mut dyn Sink, shared: &Shared, batches: &Receiver<Batch
             },
         };
         write(sink, shared, first, &mut unflushed)?;
-        // A linger too long to be a point in time (`Duration::MAX`) waits for ever.
-        let linger_until = Instant::now().checked_add(batching.linger);
+        let linger_until = deadline::after(batching.linger);
         while unflushed.bytes < batching.max_bytes && unflushed.messages < batching.max_messages {
             let next = if batching.linger.is_zero() {
                 batches

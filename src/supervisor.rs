@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::heartbeat::HeartBeat;
 use crate::manager::{spawn, Builder, DispatcherManager};
@@ -278,8 +279,7 @@ impl Supervisor {
         timeout: Duration,
         mut pred: impl FnMut(&SupervisorState) -> bool,
     ) -> SupervisorState {
-        // A timeout too long to be a point in time (`Duration::MAX`) waits for ever.
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = deadline::after(timeout);
         let mut state = self.shared.state.lock();
         while !pred(&state) {
             let Some(deadline) = deadline else {
