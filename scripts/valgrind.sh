@@ -215,13 +215,16 @@ TABLE = [
     (r"^progress::Progress::", LOCK),
     # AckSignal: `generation: Mutex<u64>` with its Condvar.
     (r"^progress::AckSignal::", LOCK),
-    # Quota: `state: Mutex<State>` (used, closed) with its Condvar.
-    (r"^quota::Quota::", LOCK),
+    # Quota: `state: Mutex<State>` (used, closed) with its Condvar; State's own methods
+    # run on the guard's contents.
+    (r"^quota::(Quota|State)::", LOCK),
     # Shared: phase, lines and registry are Mutexes; the rest is atomics or set once.
-    (r"^manager::Shared::(begin_close|end|reported|time_out|release|join_dispatchers|finish|wait_closed|state|all_dispatchers|heartbeat|checkpoint_ts)$", LOCK),
+    # `send_periodic` reads the phase with its Mutex held (and `cause`, a OnceLock, and
+    # `final_sent`, an atomic, beside it).
+    (r"^manager::Shared::(begin_close|end|reported|time_out|release|join_dispatchers|finish|wait_closed|state|all_dispatchers|heartbeat|checkpoint_ts|send_periodic)$", LOCK),
     (r"^manager::DispatcherManager::(add_dispatcher|remove_dispatcher|status|close|wait|join_watcher)$", LOCK),
-    # DispatcherShared: order, spare_rx, stop_tx are Mutexes.
-    (r"^dispatcher::DispatcherShared::(stop|release|status|remove)$", LOCK),
+    # DispatcherShared: order, spare_rx, stop_tx, closing_tx are Mutexes.
+    (r"^dispatcher::DispatcherShared::(stop|release|status|remove|wake_senders)$", LOCK),
     (r"^dispatcher::Worker::drain$", LOCK),
     # SupervisorShared: state and checkpoint are Mutexes.
     (r"^supervisor::SupervisorShared::", LOCK),
@@ -243,6 +246,12 @@ TABLE = [
     (r"^<quota::Permit as core::ops::drop::Drop>::drop$", MOVED),
     (r"^dispatcher::Worker::(build|encode|work|deliver)$", MOVED),
     (r"^dispatcher::send_unless_aborted$", MOVED),
+    # A RunningError is built by the watcher and sent in a heartbeat through the
+    # maintainer channel; whoever received it owns it (and clones it).
+    (r"^<heartbeat::RunningError as core::clone::Clone>::clone$", MOVED),
+    # The report hand-off tests (engine_failures.rs) compare the code their producer
+    # thread sent them through a channel, and the heartbeats they received.
+    (r"^engine_failures::(senders_stay_blocked_until_the_maintainer_takes_the_report|a_maintainer_that_does_not_read_delays_the_release_only_by_the_handoff|a_close_timeout_cuts_the_handoff_short)$", MOVED),
     # Test support (tests/common): the fault sink reads the batches it was handed
     # (moved), the test encoder the events it was handed (moved); its control fields
     # are Mutexes, atomics and channels.
