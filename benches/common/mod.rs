@@ -380,9 +380,9 @@ pub const KAFKA_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One Kafka run: `rows / producers` rows from each of `producers` threads (one table
 /// each) through the engine and our sink (canal-json, `IndexValue` partitioning,
-/// `connections` producer connections) into `topic`, timed from the first send to the end of the flush (the sink's connection is
-/// made before). Returns the elapsed time and the events the sink acknowledged (all of
-/// them, checked).
+/// `connections` producer connections) into `topic`, timed from the first send to the
+/// end of the flush (the sink's connections are made before). Returns the elapsed time
+/// and the events the sink acknowledged (all of them, checked).
 pub fn kafka_run(
     bootstrap: &str,
     topic: &str,

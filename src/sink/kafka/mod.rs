@@ -20,8 +20,9 @@
 //!   confirmation: an `Ok` from `send_all` alone means nothing. A topic-partition
 //!   always goes through the same connection, and the next request waits for every
 //!   part, so per-partition order is kept (with `required-acks` 0 too: one socket per
-//!   partition). Only when every partition confirmed is the flush done, and the engine acknowledges its batches (at-least-once with `required-acks`
-//!   -1 or 1; at-most-once with 0).
+//!   partition). Only when every partition confirmed is the flush done, and the engine
+//!   acknowledges its batches (at-least-once with `required-acks` -1 or 1; at-most-once
+//!   with 0).
 //!
 //! # Faults
 //!
@@ -342,9 +343,7 @@ impl KafkaSink {
         let answers = producer::send_each(&mut self.connections, &requests);
         drop(requests);
         debug_assert_eq!(answers.len(), parts.len(), "one answer per part");
-        // With acks 0 the broker confirms nothing; otherwise a partition it did not
-        // confirm was not written.
-        let confirmed_by_silence = self.config.required_acks == RequiredAcks::None;
+        let acks = self.config.required_acks;
         let mut failed = Vec::new();
         let mut why = Vec::new();
         for (connection, (part, answer)) in parts.iter().zip(answers).enumerate() {
@@ -364,21 +363,17 @@ impl KafkaSink {
                 },
             };
             for (topic, partition, idxs) in part.iter().map(|&s| &slices[s]) {
-                let confirmation = confirms
-                    .iter()
-                    .find(|((t, p), _)| **t == **topic && p == partition);
-                let code = match confirmation {
-                    Some((_, r)) => r.err(),
-                    None if confirmed_by_silence => None,
-                    None => {
+                let code = match answered(&confirms, topic, *partition, acks) {
+                    Answered::Written => continue,
+                    Answered::Unconfirmed => {
                         why.push(format!("{topic}/{partition}: no confirmation"));
                         failed.push((Arc::clone(topic), *partition, idxs.clone()));
                         continue;
                     }
+                    Answered::Refused(code) => code,
                 };
                 match code {
-                    None => {}
-                    Some(KafkaCode::MessageSizeTooLarge) => {
+                    KafkaCode::MessageSizeTooLarge => {
                         // Kafka checks a partition's whole set against the topic's
                         // limit: send it in halves; only a message rejected alone is
                         // an error.
@@ -389,11 +384,11 @@ impl KafkaSink {
                             failed.push((Arc::clone(topic), *partition, rest));
                         }
                     }
-                    Some(code) if producer::retryable(code) => {
+                    code if producer::retryable(code) => {
                         why.push(format!("{topic}/{partition}: {code:?}"));
                         failed.push((Arc::clone(topic), *partition, idxs.clone()));
                     }
-                    Some(code) => {
+                    code => {
                         return Err(Error::KafkaSendMessage {
                             reason: format!(
                                 "topic {topic} partition {partition}: the broker answered {code:?}"
@@ -426,7 +421,7 @@ impl KafkaSink {
         // The connection that carried the set and answered for it.
         connection: usize,
     ) -> Result<Option<Vec<usize>>> {
-        let confirmed_by_silence = self.config.required_acks == RequiredAcks::None;
+        let acks = self.config.required_acks;
         // Last pushed is sent first: keep send order.
         let mut stack = vec![idxs.to_vec()];
         let rest = |part: Vec<usize>, stack: &[Vec<usize>]| -> Vec<usize> {
@@ -440,17 +435,12 @@ impl KafkaSink {
                 return Ok(Some(rest(part, &stack)));
             };
             let code = match producer.send(&records) {
-                Ok(confirms) => {
-                    match confirms
-                        .iter()
-                        .find(|((t, p), _)| **t == **topic && *p == partition)
-                    {
-                        Some((_, r)) => r.err(),
-                        None if confirmed_by_silence => None,
-                        // Not confirmed: not written; back to the retry loop.
-                        None => return Ok(Some(rest(part, &stack))),
-                    }
-                }
+                Ok(confirms) => match answered(&confirms, topic, partition, acks) {
+                    Answered::Written => None,
+                    Answered::Refused(code) => Some(code),
+                    // Not written: back to the retry loop.
+                    Answered::Unconfirmed => return Ok(Some(rest(part, &stack))),
+                },
                 Err(e) => match producer::code_of(&e) {
                     Some(code) => Some(code),
                     None => return Ok(Some(rest(part, &stack))),
@@ -485,6 +475,34 @@ impl KafkaSink {
             }
         }
         Ok(None)
+    }
+}
+
+/// How the broker answered for one topic-partition of a request.
+enum Answered {
+    Written,
+    Refused(KafkaCode),
+    /// Not in the confirmations: not written.
+    Unconfirmed,
+}
+
+/// What `confirms` says of `topic`/`partition`. With `required-acks` 0 the broker
+/// confirms nothing, so a partition it does not mention counts as written; otherwise it
+/// was not written.
+fn answered(
+    confirms: &producer::Confirmations,
+    topic: &str,
+    partition: i32,
+    acks: RequiredAcks,
+) -> Answered {
+    match confirms
+        .iter()
+        .find(|((t, p), _)| t == topic && *p == partition)
+    {
+        Some((_, Ok(()))) => Answered::Written,
+        Some((_, Err(code))) => Answered::Refused(*code),
+        None if acks == RequiredAcks::None => Answered::Written,
+        None => Answered::Unconfirmed,
     }
 }
 
@@ -711,6 +729,35 @@ mod tests {
                 assert_eq!(before, Some(c), "{t}/{p} moved");
             }
         }
+    }
+
+    #[test]
+    fn a_partition_missing_from_the_confirmations_was_written_only_with_acks_0() {
+        let confirms: producer::Confirmations = vec![
+            (("t".to_string(), 0), Ok(())),
+            (("t".to_string(), 1), Err(KafkaCode::NotLeaderForPartition)),
+        ];
+        let all = RequiredAcks::All;
+        assert!(matches!(
+            answered(&confirms, "t", 0, all),
+            Answered::Written
+        ));
+        assert!(matches!(
+            answered(&confirms, "t", 1, all),
+            Answered::Refused(KafkaCode::NotLeaderForPartition)
+        ));
+        assert!(matches!(
+            answered(&confirms, "t", 2, all),
+            Answered::Unconfirmed
+        ));
+        assert!(matches!(
+            answered(&confirms, "u", 0, RequiredAcks::One),
+            Answered::Unconfirmed
+        ));
+        assert!(matches!(
+            answered(&Vec::new(), "t", 2, RequiredAcks::None),
+            Answered::Written
+        ));
     }
 
     #[test]
