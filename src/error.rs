@@ -26,7 +26,9 @@
 //! | `CDC:ErrKafkaTopicNotExists` | a topic is missing from the brokers' metadata | yes |
 //! | `CDC:ErrKafkaNewProducer` | no broker could be reached (or no producer created) after every retry | yes |
 //! | `CDC:ErrKafkaSendMessage` | producing failed after every retry, or the broker refused it for good | yes |
-//! | `CDC:ErrKafkaUnsupportedBroker` | the broker is Kafka 4.0 or newer, which no longer speaks protocol v0 | no |
+//! | `CDC:ErrKafkaUnsupportedBroker` | the kafka-rust client met Kafka 4.0 or newer, which no longer speaks protocol v0 | no |
+//! | `CDC:ErrKafkaAuthFailed` | the brokers refused the SASL credentials (names mechanism and user, never the password) | no |
+//! | `CDC:ErrKafkaTLS` | a TLS connection failed: untrusted, expired or wrong-host certificate, a missing client certificate, or TLS against a PLAINTEXT listener and the reverse | no |
 //!
 //! "Retryable" is the advice a supervisor follows: restarting from the checkpoint may
 //! succeed once the downstream is fixed. The others need the program or its input fixed.
@@ -200,6 +202,20 @@ pub enum Error {
         /// What gave it away.
         detail: String,
     },
+    /// The brokers refused the SASL credentials.
+    KafkaAuthFailed {
+        /// The SASL mechanism, e.g. `SCRAM-SHA-512`.
+        mechanism: String,
+        /// The SASL user.
+        user: String,
+        /// What the client said (any password in it redacted).
+        detail: String,
+    },
+    /// A TLS connection to a broker failed.
+    KafkaTls {
+        /// Which failure, with what the client said.
+        detail: String,
+    },
     /// The OS refused to start a thread.
     ThreadSpawn {
         /// The thread's name.
@@ -238,6 +254,8 @@ impl Error {
             Error::KafkaNewProducer { .. } => "CDC:ErrKafkaNewProducer",
             Error::KafkaSendMessage { .. } => "CDC:ErrKafkaSendMessage",
             Error::KafkaUnsupportedBroker { .. } => "CDC:ErrKafkaUnsupportedBroker",
+            Error::KafkaAuthFailed { .. } => "CDC:ErrKafkaAuthFailed",
+            Error::KafkaTls { .. } => "CDC:ErrKafkaTLS",
         }
     }
 
@@ -369,8 +387,17 @@ impl fmt::Display for Error {
             Error::KafkaSendMessage { reason } => write!(f, "kafka send failed: {reason}"),
             Error::KafkaUnsupportedBroker { broker, detail } => write!(
                 f,
-                "kafka broker {broker} is kafka 4.0 or newer, which this client (protocol v0) does not support: {detail}"
+                "kafka broker {broker} is kafka 4.0 or newer, which the kafka-rust client (protocol v0) does not support (use kafka-client=librdkafka): {detail}"
             ),
+            Error::KafkaAuthFailed {
+                mechanism,
+                user,
+                detail,
+            } => write!(
+                f,
+                "kafka SASL authentication failed for user {user:?} with mechanism {mechanism}: {detail}"
+            ),
+            Error::KafkaTls { detail } => write!(f, "kafka TLS connection failed: {detail}"),
         }
     }
 }

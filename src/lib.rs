@@ -41,6 +41,7 @@ pub mod error;
 mod event;
 mod heartbeat;
 mod manager;
+mod message;
 mod progress;
 mod quota;
 pub mod sink;

@@ -896,7 +896,7 @@ impl Sink for KafkaEncoded {
 fn a_message_over_kafka_max_message_bytes_closes_the_changefeed_once() {
     let config =
         KafkaSinkConfig::from_uri("kafka://127.0.0.1:1/cdc?max-message-bytes=1024").unwrap();
-    let encoder = KafkaSink::new(config).encoder();
+    let encoder = KafkaSink::new(config).unwrap().encoder();
     let (maintainer, heartbeats) = bounded(4096);
     let manager = DispatcherManager::builder("bi-kmsg")
         .maintainer(maintainer)

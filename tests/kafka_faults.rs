@@ -190,7 +190,7 @@ fn oversize_rejected_by_the_broker(broker: &Broker) {
     let manager = DispatcherManager::builder("kfov2")
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(50))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
     let table = TableName::new("shop", "bigb");
     let d = manager.add_dispatcher(table.clone()).unwrap();
@@ -318,7 +318,7 @@ fn broker_restarted_within_the_retry_budget_loses_nothing() {
     let manager = DispatcherManager::builder("kfrs")
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(100))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
 
     // Pushers send their first rows, wait for the kill, then send the rest.
@@ -421,7 +421,7 @@ fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing()
     let manager = DispatcherManager::builder("kfgone")
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(20))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
     let (report_tx, reports) = bounded(TABLES);
     let pushers: Vec<_> = (0..TABLES)

@@ -1,7 +1,7 @@
-//! Round trip on a real Kafka 3.9 broker: 8 tables x 10,000 rows, both protocols,
-//! several partitions, with the default number of producer connections and with three,
-//! and once with `required-acks` 0 (no confirmations to check); every row read back,
-//! equal to what was sent, in order per partition.
+//! Round trip on a real Kafka 3.9 broker, on both clients: 8 tables x 10,000 rows, both
+//! protocols, several partitions, `required-acks` -1, 1 and 0 (no confirmations to
+//! check), and for kafka-rust the default number of producer connections and three;
+//! every row read back, equal to what was sent, in order per partition.
 
 #[path = "support/kafka.rs"]
 mod kafka_support;
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use changefeed::sink::kafka::{
-    KafkaSink, KafkaSinkConfig, PartitionRule, Protocol, RequiredAcks, DEFAULT_CONNECTIONS,
+    ClientKind, KafkaSink, KafkaSinkConfig, PartitionRule, Protocol, RequiredAcks,
 };
 use changefeed::{Column, DispatcherManager, RowChange, TableName, Value};
 use kafka_support::{read_all, Broker, KAFKA_3};
@@ -19,18 +19,29 @@ const TABLES: usize = 8;
 const ROWS: u64 = 10_000;
 const PARTITIONS: u32 = 4;
 
-fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize, acks: RequiredAcks) {
+/// The kafka-rust client's `connections`, or `None` for the client's default (and for
+/// librdkafka, which takes none).
+fn run(
+    broker: &Broker,
+    client: ClientKind,
+    protocol: Protocol,
+    topic: &str,
+    connections: Option<usize>,
+    acks: RequiredAcks,
+) {
     broker.create_topic(topic, PARTITIONS);
-    let config = KafkaSinkConfig::new([broker.bootstrap()], topic)
+    let mut config = KafkaSinkConfig::new([broker.bootstrap()], topic)
         .unwrap()
+        .kafka_client(client)
         .protocol(protocol)
         .required_acks(acks)
-        .connections(connections)
-        .unwrap()
         .partition_rule("*.*", PartitionRule::IndexValue)
         .unwrap();
+    if let Some(n) = connections {
+        config = config.connections(n).unwrap();
+    }
     let manager = DispatcherManager::builder(format!("rt-{topic}"))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
     std::thread::scope(|s| {
         for t in 0..TABLES {
@@ -97,31 +108,30 @@ fn run(broker: &Broker, protocol: Protocol, topic: &str, connections: usize, ack
     );
     let duplicates = messages.len() - seen.len();
     println!(
-        "{protocol:?}, {connections} connections: {} messages, {duplicates} duplicates",
+        "{client:?} {protocol:?} acks {acks:?}, connections {connections:?}: {} messages, {duplicates} duplicates",
         messages.len()
     );
 }
 
 #[test]
-fn round_trip_both_protocols() {
+fn round_trip_both_protocols_on_both_clients() {
     let broker = Broker::start(KAFKA_3);
-    let all = RequiredAcks::All;
-    run(
-        &broker,
-        Protocol::CanalJson,
-        "rt-canal",
-        DEFAULT_CONNECTIONS,
-        all,
-    );
-    run(&broker, Protocol::Debezium, "rt-debezium", 3, all);
+    let (all, one, none) = (RequiredAcks::All, RequiredAcks::One, RequiredAcks::None);
+    let rd = ClientKind::Librdkafka;
+    run(&broker, rd, Protocol::CanalJson, "rt-rd-canal", None, all);
+    run(&broker, rd, Protocol::Debezium, "rt-rd-debezium", None, one);
     // At-most-once: nothing confirmed, everything counted as written once sent (on a
     // healthy broker, everything arrives).
-    let none = RequiredAcks::None;
+    run(&broker, rd, Protocol::CanalJson, "rt-rd-acks0", None, none);
+    let kr = ClientKind::KafkaRust;
+    run(&broker, kr, Protocol::CanalJson, "rt-kr-canal", None, all);
     run(
         &broker,
-        Protocol::CanalJson,
-        "rt-acks0",
-        DEFAULT_CONNECTIONS,
-        none,
+        kr,
+        Protocol::Debezium,
+        "rt-kr-debezium",
+        Some(3),
+        all,
     );
+    run(&broker, kr, Protocol::CanalJson, "rt-kr-acks0", None, none);
 }

@@ -131,7 +131,7 @@ fn seq_col(seq: u64) -> Column {
 /// flush and close, both of which must succeed.
 fn feed(name: &str, config: KafkaSinkConfig, plan: &[(TableName, Vec<Event>)]) {
     let manager = DispatcherManager::builder(name.to_string())
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap_or_else(|e| panic!("{name}: start: {e}"));
     let dispatchers: Vec<_> = plan
         .iter()

@@ -60,7 +60,7 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
     let manager = DispatcherManager::builder(ID)
         .maintainer(maintainer)
         .heartbeat_interval(Duration::from_millis(50))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
 
     // 16 pushers, each pushing until its first failure, which it reports.

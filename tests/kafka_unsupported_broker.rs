@@ -63,7 +63,7 @@ fn kafka_4_is_refused_at_once_without_retrying() {
     let manager = DispatcherManager::builder("k4u")
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(50))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
     // The sink may already have failed (it probes as it starts): then this is refused too.
     let added = manager.add_dispatcher(table(0));

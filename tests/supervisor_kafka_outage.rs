@@ -109,7 +109,7 @@ fn broker_down_longer_than_the_sink_budget_then_back_loses_nothing() {
                 Duration::from_millis(50),
                 Duration::from_millis(100),
             )?;
-            Ok(Box::new(KafkaSink::new(config)) as Box<dyn Sink>)
+            Ok(Box::new(KafkaSink::new(config)?) as Box<dyn Sink>)
         })
     };
     let (observer, states) = bounded::<SupervisorState>(1024);

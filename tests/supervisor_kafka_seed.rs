@@ -187,7 +187,7 @@ fn missing_topic_restarts_50_times_without_leaking_then_delivers_everything() {
                 let _ = resume_rx.recv_timeout(HANG_GUARD * 4);
             }
             let config = KafkaSinkConfig::new([bootstrap.clone()], TOPIC)?;
-            Ok(Box::new(KafkaSink::new(config)) as Box<dyn Sink>)
+            Ok(Box::new(KafkaSink::new(config)?) as Box<dyn Sink>)
         })
     };
     let (observer, states) = bounded::<SupervisorState>(4 * CYCLES);

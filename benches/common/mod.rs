@@ -399,7 +399,7 @@ pub fn kafka_run(
         .partition_rule("*.*", PartitionRule::IndexValue)
         .unwrap();
     let manager = DispatcherManager::builder(format!("bench-{topic}"))
-        .start(KafkaSink::new(config))
+        .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
     let tables: Vec<TableName> = (0..producers)
         .map(|i| TableName::new("bench", format!("t{i}")))

@@ -6,7 +6,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use super::{message, to_json, ColumnObject, EmitClock};
 use crate::error::Result;
 use crate::event::{Column, DdlChange, Event, RowChange, RowKind, Value};
-use crate::sink::{Encoder, Message, PartitionChoice};
+use crate::message::{Encoder, Message, PartitionChoice};
 use crate::tso;
 
 /// The `canal-json` protocol: Canal's flat message, one message per row or DDL event,

@@ -6,7 +6,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use super::{message, to_json, ColumnObject, EmitClock};
 use crate::error::Result;
 use crate::event::{Column, DdlChange, Event, RowChange, RowKind, TableName};
-use crate::sink::{Encoder, Message, PartitionChoice};
+use crate::message::{Encoder, Message, PartitionChoice};
 use crate::tso;
 
 /// The `debezium` protocol: Debezium's change event envelope in JSON, one message per

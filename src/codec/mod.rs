@@ -1,6 +1,6 @@
 //! Pure encoders: turn row and DDL events into Kafka-style messages.
 //!
-//! Two protocols, each a [`Encoder`](crate::sink::Encoder) that is cheap to clone and
+//! Two protocols, each a [`Encoder`](crate::message::Encoder) that is cheap to clone and
 //! share between dispatcher threads:
 //!
 //! | protocol | type | one message per | key | DDL route |
@@ -39,7 +39,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::error::{Error, Result};
 use crate::event::{Column, TableName, Value};
-use crate::sink::Message;
+use crate::message::Message;
 
 /// Where an encoder reads its emit time from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -31,66 +31,10 @@ pub use blackhole::BlackholeSink;
 pub use file::FileSink;
 pub use memory::{MemoryHandle, MemorySink};
 
+pub use crate::message::{Encoder, Message, PartitionChoice, Route};
+
 use crate::error::{Error, Result};
-use crate::event::{Event, TableName};
-
-/// Where a message should go; sinks without topics or partitions ignore it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Route {
-    /// The topic, or `None` for the sink's default topic.
-    pub topic: Option<Arc<str>>,
-    /// Which partition(s) of the topic.
-    pub partition: PartitionChoice,
-}
-
-/// How a message picks its partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PartitionChoice {
-    /// `hash % partition count`.
-    Hash(u64),
-    /// One fixed partition (0-based); out-of-range is clamped to the last one.
-    Fixed(i32),
-    /// Every partition (DDL in some protocols).
-    All,
-}
-
-impl Default for PartitionChoice {
-    fn default() -> Self {
-        PartitionChoice::Hash(0)
-    }
-}
-
-/// One encoded message: what a sink writes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message {
-    /// The message key (may be empty).
-    pub key: Vec<u8>,
-    /// The message value.
-    pub value: Vec<u8>,
-    /// The commit ts of the event it encodes.
-    pub commit_ts: u64,
-    /// Where it goes.
-    pub route: Route,
-}
-
-/// Bytes charged per message besides its key and value (the struct and its route).
-pub(crate) const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Message>();
-
-impl Message {
-    /// The bytes this message holds in memory, as the memory quota counts them.
-    pub fn charged_size(&self) -> usize {
-        MESSAGE_OVERHEAD + self.key.len() + self.value.len()
-    }
-}
-
-/// Encodes events into messages; runs on the dispatcher threads, so it must be cheap to
-/// share (`Send + Sync`) and must not block.
-pub trait Encoder: Send + Sync {
-    /// Appends the messages for `event` (a row or DDL event; never a watermark) to `out`.
-    /// An `Err` closes the changefeed: use [`Error::Encode`] or
-    /// [`Error::MessageTooLarge`].
-    fn encode(&self, event: &Event, out: &mut Vec<Message>) -> Result<()>;
-}
+use crate::event::TableName;
 
 /// The messages of one dispatcher's run of events, as a sink sees them.
 #[derive(Debug)]
@@ -242,7 +186,7 @@ pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
         "memory" => Ok(Box::new(MemorySink::from_uri(&parsed)?)),
         "kafka" => Ok(Box::new(kafka::KafkaSink::from_uri(&parsed)?)),
         other => Err(Error::uri(
-            uri,
+            &parsed.raw,
             format!("unknown scheme {other:?}; expected blackhole, file, memory or kafka"),
         )),
     }

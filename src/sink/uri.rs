@@ -21,9 +21,43 @@ pub(crate) struct SinkUri {
     pub params: Vec<(String, String)>,
 }
 
+/// Whether parameter `name` holds a secret, whose value never appears in `raw`, errors
+/// or logs.
+fn is_secret(name: &str) -> bool {
+    (name.contains("password") || name.contains("secret"))
+        && !name.ends_with("-file")
+        && !name.ends_with("-env")
+}
+
+/// `raw` with the value of every secret parameter replaced by `[redacted]`.
+pub(crate) fn redact(raw: &str) -> String {
+    let Some((head, query)) = raw.split_once('?') else {
+        return raw.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let secret = url::form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| is_secret(&name));
+            match pair.split_once('=') {
+                Some((name, _)) if secret => format!("{name}=[redacted]"),
+                _ => pair.to_string(),
+            }
+        })
+        .collect();
+    format!("{head}?{}", parts.join("&"))
+}
+
 impl SinkUri {
+    /// Splits `raw`. The URI kept in [`SinkUri::raw`] (and so in every error) has its
+    /// secrets redacted.
     pub fn parse(raw: &str) -> Result<SinkUri> {
-        let (scheme, rest) = raw.split_once(':').ok_or_else(|| {
+        SinkUri::parse_redacted(raw, &redact(raw))
+    }
+
+    fn parse_redacted(input: &str, raw: &str) -> Result<SinkUri> {
+        let (scheme, rest) = input.split_once(':').ok_or_else(|| {
             Error::uri(
                 raw,
                 "missing scheme, e.g. file:out.jsonl or kafka://host:9092/topic",
@@ -155,6 +189,26 @@ mod tests {
             (None, "out/x.jsonl")
         );
         assert_eq!(rel.param("protocol"), Some("debezium"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_the_kept_uri_and_errors() {
+        let u =
+            SinkUri::parse("kafka://h:1/t?sasl-user=u&sasl-password=hunter2&sasl-password-file=/p")
+                .unwrap();
+        assert_eq!(
+            u.param("sasl-password"),
+            Some("hunter2"),
+            "the value itself is kept"
+        );
+        assert!(!u.raw.contains("hunter2"), "{}", u.raw);
+        assert!(
+            u.raw.contains("sasl-password=[redacted]") && u.raw.contains("sasl-password-file=/p")
+        );
+        let e = SinkUri::parse("kafka://h:1/t?sasl-password=hunter2&sasl-password=x").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = SinkUri::parse("kafka://h:1/t?sasl%2Dpassword=hunter2&a&a").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -4,8 +4,42 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::sink::kafka::router::{PartitionRule, Router, TableMatcher, TopicExpr};
+use crate::sink::kafka::router::{self, PartitionRule, Router, TableMatcher, TopicExpr};
+use crate::sink::kafka::security::{Security, SecurityParams};
 use crate::sink::uri::SinkUri;
+
+/// Which Kafka client the sink uses (`kafka-client`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// `librdkafka` (the default; cargo feature `librdkafka`): librdkafka through the
+    /// `rdkafka` crate's synchronous producer. Every Kafka version, TLS, SASL,
+    /// idempotence, every compression, record timestamps.
+    Librdkafka,
+    /// `kafka-rust` (cargo feature `kafka-rust`): the pure-Rust `kafka` crate, protocol
+    /// v0: Kafka 0.8 to 3.9, PLAINTEXT only, no lz4/zstd.
+    KafkaRust,
+}
+
+impl ClientKind {
+    /// The name `kafka-client` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Librdkafka => "librdkafka",
+            ClientKind::KafkaRust => "kafka-rust",
+        }
+    }
+}
+
+impl Default for ClientKind {
+    /// librdkafka when this build has it, else kafka-rust.
+    fn default() -> Self {
+        if cfg!(feature = "librdkafka") || !cfg!(feature = "kafka-rust") {
+            ClientKind::Librdkafka
+        } else {
+            ClientKind::KafkaRust
+        }
+    }
+}
 
 /// The message format written to Kafka.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +69,25 @@ pub enum Compression {
     None,
     /// gzip.
     Gzip,
-    /// Snappy (raw snappy, as protocol v0 carries it).
+    /// Snappy.
     Snappy,
+    /// LZ4 (librdkafka only).
+    Lz4,
+    /// Zstandard (librdkafka only; Kafka 2.1 and later).
+    Zstd,
+}
+
+impl Compression {
+    /// The name `compression` takes (and librdkafka's `compression.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// Default `max-message-bytes`: 1 MiB, under the broker's default `message.max.bytes`
@@ -66,9 +117,10 @@ pub const DEFAULT_CONNECTIONS: usize = 2;
 pub const MAX_CONNECTIONS: usize = 16;
 /// Default `kafka-client-id`.
 pub const DEFAULT_CLIENT_ID: &str = "changefeed";
-
-/// Longest topic name Kafka accepts.
-pub const MAX_TOPIC_LEN: usize = 249;
+/// Default `message-timeout-ms` (librdkafka): how long librdkafka may try to deliver a
+/// message (its own retries, reconnects and leader changes included) before it reports
+/// the message failed and the sink's retry loop takes over.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The parameters a `kafka://` URI takes.
 const PARAMS: &[&str] = &[
@@ -87,31 +139,26 @@ const PARAMS: &[&str] = &[
     "linger-ms",
     "connections",
     "auto-create-topic",
+    "kafka-client",
+    "message-timeout-ms",
+    "enable-idempotence",
 ];
 
 /// Parameters of TiCDC's that this client cannot honour, with the reason.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("enable-tls", TLS_REASON),
-    ("ca", TLS_REASON),
-    ("cert", TLS_REASON),
-    ("key", TLS_REASON),
-    ("insecure-skip-verify", TLS_REASON),
-    ("sasl-user", SASL_REASON),
-    ("sasl-password", SASL_REASON),
-    ("sasl-mechanism", SASL_REASON),
-    ("sasl-gssapi-auth-type", SASL_REASON),
-    ("sasl-gssapi-keytab-path", SASL_REASON),
-    ("sasl-gssapi-kerberos-config-path", SASL_REASON),
-    ("sasl-gssapi-service-name", SASL_REASON),
-    ("sasl-gssapi-user", SASL_REASON),
-    ("sasl-gssapi-password", SASL_REASON),
-    ("sasl-gssapi-realm", SASL_REASON),
-    ("sasl-oauth-client-id", SASL_REASON),
-    ("sasl-oauth-client-secret", SASL_REASON),
-    ("sasl-oauth-token-url", SASL_REASON),
+    ("sasl-gssapi-auth-type", SASL_OTHER_REASON),
+    ("sasl-gssapi-keytab-path", SASL_OTHER_REASON),
+    ("sasl-gssapi-kerberos-config-path", SASL_OTHER_REASON),
+    ("sasl-gssapi-service-name", SASL_OTHER_REASON),
+    ("sasl-gssapi-user", SASL_OTHER_REASON),
+    ("sasl-gssapi-password", SASL_OTHER_REASON),
+    ("sasl-gssapi-realm", SASL_OTHER_REASON),
+    ("sasl-oauth-client-id", SASL_OTHER_REASON),
+    ("sasl-oauth-client-secret", SASL_OTHER_REASON),
+    ("sasl-oauth-token-url", SASL_OTHER_REASON),
     (
         "kafka-version",
-        "the client always speaks protocol v0 (Kafka 0.8 to 3.9)",
+        "neither client needs it: librdkafka negotiates versions with the broker, kafka-rust always speaks protocol v0 (Kafka 0.8 to 3.9)",
     ),
     (
         "partition-num",
@@ -123,8 +170,12 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
-const TLS_REASON: &str = "TLS is not supported by this client: the kafka crate's TLS path cuts requests over 16 KiB short; use PLAINTEXT";
-const SASL_REASON: &str = "SASL is not supported by this client (PLAINTEXT only)";
+/// Why kafka-rust refuses TLS.
+const TLS_REASON: &str = "TLS is not supported by the kafka-rust client: the kafka crate's TLS path cuts requests over 16 KiB short; use kafka-client=librdkafka";
+/// Why kafka-rust refuses SASL, and why both refuse GSSAPI and OAUTHBEARER.
+const SASL_REASON: &str =
+    "SASL is not supported by the kafka-rust client (PLAINTEXT only); use kafka-client=librdkafka";
+const SASL_OTHER_REASON: &str = "only the SASL mechanisms plain, scram-sha-256 and scram-sha-512 are supported (no GSSAPI, no OAUTHBEARER)";
 
 /// A Kafka sink's settings: brokers, default topic, protocol, producer parameters, and
 /// routing rules. Built from a `kafka://` URI ([`KafkaSinkConfig::from_uri`]), then
@@ -149,6 +200,14 @@ pub struct KafkaSinkConfig {
     pub(crate) batch_records: usize,
     pub(crate) linger: Duration,
     pub(crate) connections: usize,
+    /// Whether `connections` was set (only kafka-rust takes it).
+    pub(crate) connections_given: bool,
+    pub(crate) client: ClientKind,
+    pub(crate) message_timeout: Duration,
+    /// `enable-idempotence` as given; `None` means on with `required-acks=-1`.
+    pub(crate) idempotence: Option<bool>,
+    pub(crate) security_params: SecurityParams,
+    pub(crate) security: Security,
     pub(crate) topic_rules: Vec<(TableMatcher, TopicExpr)>,
     pub(crate) partition_rules: Vec<(TableMatcher, PartitionRule)>,
 }
@@ -174,7 +233,7 @@ impl KafkaSinkConfig {
         for b in &brokers {
             validate_broker(b)?;
         }
-        validate_topic(default_topic)?;
+        router::check_topic(default_topic).map_err(|reason| invalid("topic", reason))?;
         Ok(KafkaSinkConfig {
             brokers,
             default_topic: default_topic.to_string(),
@@ -192,6 +251,12 @@ impl KafkaSinkConfig {
             batch_records: DEFAULT_BATCH_RECORDS,
             linger: DEFAULT_LINGER,
             connections: DEFAULT_CONNECTIONS,
+            connections_given: false,
+            client: ClientKind::default(),
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
+            idempotence: None,
+            security_params: SecurityParams::default(),
+            security: Security::default(),
             topic_rules: Vec::new(),
             partition_rules: Vec::new(),
         })
@@ -221,7 +286,7 @@ impl KafkaSinkConfig {
     pub fn from_uri(uri: &str) -> Result<KafkaSinkConfig> {
         let parsed = SinkUri::parse(uri)?;
         if parsed.scheme != "kafka" {
-            return Err(Error::uri(uri, "not a kafka:// uri"));
+            return Err(Error::uri(&parsed.raw, "not a kafka:// uri"));
         }
         KafkaSinkConfig::from_parsed(&parsed)
     }
@@ -246,19 +311,90 @@ impl KafkaSinkConfig {
             if let Some((_, reason)) = UNSUPPORTED.iter().find(|(n, _)| n == name) {
                 return Err(invalid(name, *reason));
             }
-            if !PARAMS.contains(&name.as_str()) {
+            if !PARAMS.contains(&name.as_str())
+                && !crate::sink::kafka::security::PARAMS.contains(&name.as_str())
+            {
                 return Err(invalid(
                     name,
-                    format!("unknown parameter; expected one of {}", PARAMS.join(", ")),
+                    format!(
+                        "unknown parameter; expected one of {}, {}",
+                        PARAMS.join(", "),
+                        crate::sink::kafka::security::PARAMS.join(", ")
+                    ),
                 ));
             }
             config.set(name, value)?;
         }
+        config.security = config.security_params.resolve()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks that the settings fit together and that the chosen client can honour
+    /// them; the error names the parameter.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self.client {
+            ClientKind::KafkaRust => {
+                if let Some(param) = Security::first_param(&self.security_params) {
+                    let reason = if param.starts_with("sasl") {
+                        SASL_REASON
+                    } else {
+                        TLS_REASON
+                    };
+                    return Err(invalid(param, reason));
+                }
+                if matches!(self.compression, Compression::Lz4 | Compression::Zstd) {
+                    return Err(invalid(
+                        "compression",
+                        format!(
+                            "{} needs kafka-client=librdkafka (protocol v0 carries none, gzip or snappy)",
+                            self.compression.name()
+                        ),
+                    ));
+                }
+                if self.idempotence == Some(true) {
+                    return Err(invalid(
+                        "enable-idempotence",
+                        "the kafka-rust client has no idempotent producer; use kafka-client=librdkafka",
+                    ));
+                }
+            }
+            ClientKind::Librdkafka => {
+                if self.connections_given {
+                    return Err(invalid(
+                        "connections",
+                        "only the kafka-rust client takes it: librdkafka keeps one connection per broker and pipelines its requests",
+                    ));
+                }
+                if self.idempotence == Some(true) && self.required_acks != RequiredAcks::All {
+                    return Err(invalid(
+                        "enable-idempotence",
+                        "the idempotent producer needs required-acks=-1",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the librdkafka client runs an idempotent producer: on by default with
+    /// `required-acks=-1`, off otherwise (idempotence needs every in-sync replica's ack).
+    pub fn idempotent(&self) -> bool {
+        self.client == ClientKind::Librdkafka
+            && self.required_acks == RequiredAcks::All
+            && self.idempotence != Some(false)
+    }
+
+    /// The client this config names.
+    pub fn client(&self) -> ClientKind {
+        self.client
     }
 
     /// Sets one parameter by its URI name.
     fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        if self.security_params.set(name, value)? {
+            return Ok(());
+        }
         match name {
             "protocol" => {
                 self.protocol = match value {
@@ -283,10 +419,12 @@ impl KafkaSinkConfig {
                     "none" => Compression::None,
                     "gzip" => Compression::Gzip,
                     "snappy" => Compression::Snappy,
+                    "lz4" => Compression::Lz4,
+                    "zstd" => Compression::Zstd,
                     _ => {
                         return Err(invalid(
                             name,
-                            format!("{value:?}; expected none, gzip or snappy (lz4 and zstd need a newer protocol)"),
+                            format!("{value:?}; expected none, gzip, snappy, lz4 or zstd"),
                         ))
                     }
                 }
@@ -305,7 +443,30 @@ impl KafkaSinkConfig {
             "batch-bytes" => self.batch_bytes = number(name, value, 1, 1 << 30)?,
             "batch-records" => self.batch_records = number(name, value, 1, 1 << 24)?,
             "linger-ms" => self.linger = millis(name, value, 0)?,
-            "connections" => self.connections = number(name, value, 1, MAX_CONNECTIONS)?,
+            "connections" => {
+                self.connections = number(name, value, 1, MAX_CONNECTIONS)?;
+                self.connections_given = true;
+            }
+            "kafka-client" => {
+                self.client = match value {
+                    "librdkafka" => ClientKind::Librdkafka,
+                    "kafka-rust" => ClientKind::KafkaRust,
+                    _ => {
+                        return Err(invalid(
+                            name,
+                            format!("{value:?}; expected librdkafka or kafka-rust"),
+                        ))
+                    }
+                }
+            }
+            "message-timeout-ms" => self.message_timeout = millis(name, value, 1)?,
+            "enable-idempotence" => {
+                self.idempotence = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid(name, format!("{value:?}; expected true or false"))),
+                })
+            }
             "auto-create-topic" => match value {
                 "false" => {}
                 "true" => {
@@ -322,6 +483,27 @@ impl KafkaSinkConfig {
             self.retry_backoff_max = self.retry_backoff;
         }
         Ok(())
+    }
+
+    /// Sets one parameter by its URI name and value, as in a `kafka://` URI (the table
+    /// in [`from_uri`](KafkaSinkConfig::from_uri)): the way to set from code what has no
+    /// setter of its own, e.g. `.param("sasl-password-env", "KAFKA_PASSWORD")`.
+    pub fn param(mut self, name: &str, value: &str) -> Result<Self> {
+        if let Some((_, reason)) = UNSUPPORTED.iter().find(|(n, _)| *n == name) {
+            return Err(invalid(name, *reason));
+        }
+        if !PARAMS.contains(&name) && !crate::sink::kafka::security::PARAMS.contains(&name) {
+            return Err(invalid(name, "unknown parameter"));
+        }
+        self.set(name, value)?;
+        self.security = self.security_params.resolve()?;
+        Ok(self)
+    }
+
+    /// `kafka-client`. Default: [`ClientKind::default`].
+    pub fn kafka_client(mut self, client: ClientKind) -> Self {
+        self.client = client;
+        self
     }
 
     /// The message format. Default: canal-json.
@@ -359,6 +541,7 @@ impl KafkaSinkConfig {
     /// `required-acks` 0 too, where nothing is confirmed: one socket per partition).
     pub fn connections(mut self, connections: usize) -> Result<Self> {
         self.connections = number("connections", &connections.to_string(), 1, MAX_CONNECTIONS)?;
+        self.connections_given = true;
         Ok(self)
     }
 
@@ -438,24 +621,6 @@ fn validate_broker(broker: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_topic(topic: &str) -> Result<()> {
-    let ok = !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_LEN
-        && topic != "."
-        && topic != ".."
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "topic",
-            format!("{topic:?}: a topic is 1 to 249 characters of [A-Za-z0-9._-]"),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +628,7 @@ mod tests {
     #[test]
     fn parses_every_parameter() {
         let c = KafkaSinkConfig::from_uri(
-            "kafka://a:9092,b:9093/cdc-events?protocol=debezium&max-message-bytes=2048&required-acks=1&compression=gzip&kafka-client-id=me&max-retry=3&retry-backoff-ms=10&retry-backoff-max-ms=50&ack-timeout-ms=500&dial-timeout-ms=700&batch-bytes=1000&batch-records=10&linger-ms=5&connections=3&auto-create-topic=false",
+            "kafka://a:9092,b:9093/cdc-events?protocol=debezium&max-message-bytes=2048&required-acks=1&compression=gzip&kafka-client-id=me&max-retry=3&retry-backoff-ms=10&retry-backoff-max-ms=50&ack-timeout-ms=500&dial-timeout-ms=700&batch-bytes=1000&batch-records=10&linger-ms=5&connections=3&auto-create-topic=false&kafka-client=kafka-rust",
         )
         .unwrap();
         assert_eq!(c.brokers, ["a:9092", "b:9093"]);
@@ -481,6 +646,20 @@ mod tests {
         assert_eq!((c.batch_bytes, c.batch_records), (1000, 10));
         assert_eq!(c.linger, Duration::from_millis(5));
         assert_eq!(c.connections, 3);
+        assert_eq!(c.client(), ClientKind::KafkaRust);
+        let c = KafkaSinkConfig::from_uri(
+            "kafka://a:9092/t?kafka-client=librdkafka&compression=lz4&message-timeout-ms=2500&enable-idempotence=false",
+        )
+        .unwrap();
+        assert_eq!(c.client(), ClientKind::Librdkafka);
+        assert_eq!(c.compression, Compression::Lz4);
+        assert_eq!(c.message_timeout, Duration::from_millis(2500));
+        assert!(!c.idempotent(), "enable-idempotence=false");
+        let c = KafkaSinkConfig::from_uri("kafka://a:9092/t").unwrap();
+        assert_eq!(c.client(), ClientKind::Librdkafka, "the default client");
+        assert!(c.idempotent(), "idempotent by default with acks -1");
+        let c = KafkaSinkConfig::from_uri("kafka://a:9092/t?required-acks=1").unwrap();
+        assert!(!c.idempotent(), "idempotence needs acks -1");
     }
 
     #[test]
@@ -494,19 +673,39 @@ mod tests {
             ("kafka://h:9092/bad topic", "topic"),
             ("kafka://h:9092/t?protocol=avro", "protocol"),
             ("kafka://h:9092/t?required-acks=2", "required-acks"),
-            ("kafka://h:9092/t?compression=zstd", "compression"),
+            ("kafka://h:9092/t?compression=brotli", "compression"),
+            (
+                "kafka://h:9092/t?compression=zstd&kafka-client=kafka-rust",
+                "zstd needs kafka-client=librdkafka",
+            ),
+            ("kafka://h:9092/t?kafka-client=java", "kafka-client"),
+            ("kafka://h:9092/t?connections=2", "only the kafka-rust client"),
+            (
+                "kafka://h:9092/t?enable-idempotence=true&required-acks=1",
+                "needs required-acks=-1",
+            ),
+            ("kafka://h:9092/t?message-timeout-ms=0", "message-timeout-ms"),
+            ("kafka://h:9092/t?sasl-mechanism=gssapi", "sasl-mechanism"),
+            ("kafka://h:9092/t?sasl-gssapi-user=u", "no GSSAPI"),
+            ("kafka://h:9092/t?kafka-version=3.9.0", "negotiates"),
             ("kafka://h:9092/t?max-message-bytes=10", "max-message-bytes"),
             ("kafka://h:9092/t?max-retry=-1", "max-retry"),
             ("kafka://h:9092/t?linger-ms=soon", "linger-ms"),
-            ("kafka://h:9092/t?connections=0", "connections"),
-            ("kafka://h:9092/t?connections=17", "connections"),
+            ("kafka://h:9092/t?kafka-client=kafka-rust&connections=0", "connections"),
+            ("kafka://h:9092/t?kafka-client=kafka-rust&connections=17", "connections"),
             ("kafka://h:9092/t?colour=blue", "colour"),
             (
                 "kafka://h:9092/t?auto-create-topic=true",
                 "not supported by this client",
             ),
-            ("kafka://h:9092/t?enable-tls=true", "TLS is not supported"),
-            ("kafka://h:9092/t?sasl-user=u", "SASL is not supported"),
+            (
+                "kafka://h:9092/t?enable-tls=true&kafka-client=kafka-rust",
+                "TLS is not supported by the kafka-rust client",
+            ),
+            (
+                "kafka://h:9092/t?kafka-client=kafka-rust&sasl-mechanism=plain&sasl-user=u&sasl-password=p",
+                "SASL is not supported by the kafka-rust client",
+            ),
         ];
         for (uri, expected) in cases {
             let e = KafkaSinkConfig::from_uri(uri).unwrap_err();

@@ -99,10 +99,31 @@ use crc32fast::Hasher;
 use parking_lot::RwLock;
 use wildmatch::WildMatch;
 
-use super::config::MAX_TOPIC_LEN;
 use crate::error::Error;
 use crate::event::{RowChange, TableName, Value};
 use crate::sink::PartitionChoice;
+
+/// Longest topic name Kafka accepts.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// Whether `topic` is a name Kafka accepts: 1 to 249 characters of `[A-Za-z0-9._-]`,
+/// neither `.` nor `..`; the error says what is wrong.
+pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
+    let ok = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{topic:?}: a topic is 1 to 249 characters of [A-Za-z0-9._-]"
+        ))
+    }
+}
 
 /// How a table's rows pick a partition (TiCDC calls these partition dispatchers).
 ///

@@ -1,4 +1,5 @@
-//! The `kafka` crate's producer, wrapped for what it does not do by itself.
+//! One producer connection of the `kafka` crate, wrapped for what it does not do by
+//! itself.
 //!
 //! * It connects without a timeout: [`Connection::open`] first reaches a broker with the
 //!   sink's dial timeout (and checks it still speaks protocol v0, see `probe`).
@@ -18,9 +19,9 @@ use kafka::client::ProduceConfirm;
 use kafka::error::KafkaCode;
 use kafka::producer::{Compression as KCompression, Producer, Record, RequiredAcks as KAcks};
 
+use super::probe;
 use crate::error::Error;
 use crate::sink::kafka::config::{Compression, KafkaSinkConfig, RequiredAcks};
-use crate::sink::kafka::probe;
 
 /// Per (topic, partition) of a request: `Ok`, or the code the broker answered.
 pub(crate) type Confirmations = Vec<((String, i32), std::result::Result<(), KafkaCode>)>;
@@ -83,6 +84,13 @@ impl Connection {
                 Compression::None => KCompression::NONE,
                 Compression::Gzip => KCompression::GZIP,
                 Compression::Snappy => KCompression::SNAPPY,
+                // Refused when the sink is built (KafkaSinkConfig::validate).
+                Compression::Lz4 | Compression::Zstd => {
+                    return Err(OpenError::Fatal(Error::KafkaInvalidConfig {
+                        param: "compression".into(),
+                        reason: "lz4 and zstd need the librdkafka client".into(),
+                    }))
+                }
             })
             .create()
             .map_err(|e| OpenError::Retry(format!("creating the producer: {e}")))?;
