@@ -201,10 +201,37 @@ fn every_bad_kafka_parameter_value_is_refused_naming_the_parameter() {
         ),
         ("kafka://h:9092/t?required-acks=".into(), &["required-acks"]),
         (
-            "kafka://h:9092/t?compression=zstd".into(),
-            &["compression", "\"zstd\""],
+            "kafka://h:9092/t?compression=brotli".into(),
+            &["compression", "\"brotli\""],
         ),
-        ("kafka://h:9092/t?compression=lz4".into(), &["compression"]),
+        (
+            "kafka://h:9092/t?compression=zstd&kafka-client=kafka-rust".into(),
+            &["compression", "zstd needs kafka-client=librdkafka"],
+        ),
+        (
+            "kafka://h:9092/t?kafka-client=kafka-rust&compression=lz4".into(),
+            &["compression", "lz4"],
+        ),
+        (
+            "kafka://h:9092/t?kafka-client=rdkafka".into(),
+            &["kafka-client", "librdkafka or kafka-rust"],
+        ),
+        (
+            "kafka://h:9092/t?connections=2".into(),
+            &["connections", "only the kafka-rust client"],
+        ),
+        (
+            "kafka://h:9092/t?message-timeout-ms=0".into(),
+            &["message-timeout-ms"],
+        ),
+        (
+            "kafka://h:9092/t?enable-idempotence=1".into(),
+            &["enable-idempotence", "true or false"],
+        ),
+        (
+            "kafka://h:9092/t?enable-idempotence=true&required-acks=0".into(),
+            &["enable-idempotence", "required-acks=-1"],
+        ),
         (
             "kafka://h:9092/t?kafka-client-id=".into(),
             &["kafka-client-id", "1 to 255"],
@@ -263,17 +290,56 @@ fn every_bad_kafka_parameter_value_is_refused_naming_the_parameter() {
             &["colour", "unknown parameter"],
         ),
         (
-            "kafka://h:9092/t?enable-tls=true".into(),
-            &["enable-tls", "TLS is not supported"],
-        ),
-        ("kafka://h:9092/t?ca=/etc/ca.pem".into(), &["ca", "TLS"]),
-        (
-            "kafka://h:9092/t?sasl-user=u".into(),
-            &["sasl-user", "SASL is not supported"],
+            "kafka://h:9092/t?enable-tls=true&kafka-client=kafka-rust".into(),
+            &["enable-tls", "TLS is not supported by the kafka-rust client"],
         ),
         (
-            "kafka://h:9092/t?sasl-mechanism=PLAIN".into(),
-            &["sasl-mechanism", "SASL"],
+            "kafka://h:9092/t?kafka-client=kafka-rust&sasl-mechanism=plain&sasl-user=u&sasl-password=p"
+                .into(),
+            &["sasl-mechanism", "SASL is not supported by the kafka-rust client"],
+        ),
+        // Security parameters of the librdkafka client: checked when the sink is built.
+        (
+            "kafka://h:9092/t?ca=/nonexistent/ca.pem".into(),
+            &["ca", "/nonexistent/ca.pem"],
+        ),
+        (
+            "kafka://h:9092/t?enable-tls=yes".into(),
+            &["enable-tls", "true or false"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-user=u&sasl-password=p".into(),
+            &["sasl-mechanism", "missing"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-mechanism=PLAIN&sasl-password=p".into(),
+            &["sasl-user", "missing"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-mechanism=scram-sha-1&sasl-user=u&sasl-password=p".into(),
+            &["sasl-mechanism", "scram-sha-512"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-mechanism=plain&sasl-user=u".into(),
+            &["sasl-password", "missing"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-mechanism=plain&sasl-user=u&sasl-password-file=/nonexistent/pw"
+                .into(),
+            &["sasl-password-file"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-mechanism=plain&sasl-user=u&sasl-password-env=CHANGEFEED_NO_SUCH_VAR"
+                .into(),
+            &["sasl-password-env", "CHANGEFEED_NO_SUCH_VAR"],
+        ),
+        (
+            "kafka://h:9092/t?insecure-skip-verify=true".into(),
+            &["insecure-skip-verify", "enable-tls"],
+        ),
+        (
+            "kafka://h:9092/t?sasl-gssapi-user=u".into(),
+            &["sasl-gssapi-user", "no GSSAPI"],
         ),
         (
             "kafka://h:9092/t?kafka-version=2.4.0".into(),

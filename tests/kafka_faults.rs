@@ -1,5 +1,6 @@
-//! Faults of the Kafka sink on real Kafka 3.9 brokers (the module docs of
-//! `src/sink/kafka/mod.rs` list them with their codes):
+//! Faults of the Kafka sink on real Kafka 3.9 brokers, each on both clients (librdkafka
+//! and kafka-rust; the module docs of `src/sink/kafka/mod.rs` list the faults with their
+//! codes):
 //!
 //! * an event over `max-message-bytes`, caught in the dispatcher;
 //! * an event the broker rejects (the topic's `max.message.bytes`), found by splitting;
@@ -9,8 +10,9 @@
 //!   passed an unconfirmed row;
 //! * `sink::open` of kafka URIs with bad parameters (no broker needed).
 //!
-//! The oversize cases share one broker (distinct topics); each case that kills a broker
-//! has its own.
+//! The oversize cases share one broker (distinct topics); the restart case runs both
+//! clients on one broker, one after the other; the case that kills a broker for good has
+//! one per client.
 
 #[path = "support/kafka.rs"]
 mod kafka_support;
@@ -28,6 +30,18 @@ use kafka_support::{decode_canal_row, read_all, Broker, KAFKA_3};
 
 /// Bound for reading a topic back.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Both clients, by their `kafka-client` names.
+const CLIENTS: [&str; 2] = ["librdkafka", "kafka-rust"];
+
+/// A short name of `client` for changefeed ids and topics.
+fn short(client: &str) -> &'static str {
+    if client == "librdkafka" {
+        "rd"
+    } else {
+        "kr"
+    }
+}
 
 /// A row of `table` with key `id` at commit ts `ts`, with `pad` bytes of text.
 fn row(table: &TableName, id: u64, ts: u64, pad: usize) -> RowChange {
@@ -80,24 +94,27 @@ fn maintainer() -> (crossbeam_channel::Sender<HeartBeat>, Receiver<HeartBeat>) {
 #[test]
 fn oversize_events_are_named_and_nothing_after_them_is_acknowledged() {
     let broker = Broker::start(KAFKA_3);
-    oversize_in_the_dispatcher(&broker);
-    oversize_rejected_by_the_broker(&broker);
+    for client in CLIENTS {
+        oversize_in_the_dispatcher(&broker, client);
+        oversize_rejected_by_the_broker(&broker, client);
+    }
 }
 
 /// `max-message-bytes=4096` (through `sink::open`): rows, then one with 8 KiB of text,
 /// then more rows → `CDC:ErrMessageTooLarge` from the dispatcher naming table, commit ts,
 /// key, size and limit; nothing from it on is acknowledged nor in the topic.
-fn oversize_in_the_dispatcher(broker: &Broker) {
-    const TOPIC: &str = "ov-dispatcher";
+fn oversize_in_the_dispatcher(broker: &Broker, client: &str) {
     const BIG_TS: u64 = 2000;
-    broker.create_topic(TOPIC, 1);
+    let topic = format!("ov-dispatcher-{client}");
+    let id = format!("kfov1{}", short(client));
+    broker.create_topic(&topic, 1);
     let sink = sink::open(&format!(
-        "kafka://{}/{TOPIC}?max-message-bytes=4096",
+        "kafka://{}/{topic}?max-message-bytes=4096&kafka-client={client}",
         broker.bootstrap()
     ))
     .unwrap();
     let (tx, heartbeats) = maintainer();
-    let manager = DispatcherManager::builder("kfov1")
+    let manager = DispatcherManager::builder(id.as_str())
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(50))
         .start(sink)
@@ -123,7 +140,7 @@ fn oversize_in_the_dispatcher(broker: &Broker) {
     let reported = errors(&all);
     assert_eq!(reported.len(), 1, "exactly one RunningError: {reported:?}");
     let report = &reported[0];
-    println!("dispatcher-side oversize: {}", report.message);
+    println!("{client}: dispatcher-side oversize: {}", report.message);
     assert_eq!(report.code, "CDC:ErrMessageTooLarge");
     let m = &report.message;
     for part in ["shop.big", &format!("commit ts {BIG_TS}"), "id=51", "4096"] {
@@ -160,9 +177,9 @@ fn oversize_in_the_dispatcher(broker: &Broker) {
         "checkpoint {} passed the oversize event",
         manager.checkpoint_ts()
     );
-    assert!(wait_no_threads("cf-kfov1-", HANG_GUARD).is_empty());
+    assert!(wait_no_threads(&format!("cf-{id}-"), HANG_GUARD).is_empty());
 
-    let rows = read_rows(broker, TOPIC, 50);
+    let rows = read_rows(broker, &topic, 50);
     let after: Vec<_> = rows.iter().filter(|(_, _, ts)| *ts >= BIG_TS).collect();
     assert!(
         after.is_empty(),
@@ -181,13 +198,17 @@ fn oversize_in_the_dispatcher(broker: &Broker) {
 /// The topic takes at most 2000 bytes per message (`max.message.bytes`), the sink's
 /// limit is the default 1 MiB: the broker rejects a 5 KB row, the sink splits the set,
 /// finds it and names it.
-fn oversize_rejected_by_the_broker(broker: &Broker) {
-    const TOPIC: &str = "ov-broker";
+fn oversize_rejected_by_the_broker(broker: &Broker, client: &str) {
     const BIG_TS: u64 = 2000;
-    broker.create_topic_with_config(TOPIC, 1, &[("max.message.bytes", "2000")]);
-    let config = KafkaSinkConfig::new([broker.bootstrap()], TOPIC).unwrap();
+    let topic = format!("ov-broker-{client}");
+    let id = format!("kfov2{}", short(client));
+    broker.create_topic_with_config(&topic, 1, &[("max.message.bytes", "2000")]);
+    let config = KafkaSinkConfig::new([broker.bootstrap()], &topic)
+        .unwrap()
+        .param("kafka-client", client)
+        .unwrap();
     let (tx, heartbeats) = maintainer();
-    let manager = DispatcherManager::builder("kfov2")
+    let manager = DispatcherManager::builder(id.as_str())
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(50))
         .start(KafkaSink::new(config).expect("a valid kafka config"))
@@ -211,7 +232,7 @@ fn oversize_rejected_by_the_broker(broker: &Broker) {
     let reported = errors(&all);
     assert_eq!(reported.len(), 1, "exactly one RunningError: {reported:?}");
     let report = &reported[0];
-    println!("broker-side oversize: {}", report.message);
+    println!("{client}: broker-side oversize: {}", report.message);
     assert_eq!(report.code, "CDC:ErrMessageTooLarge", "{}", report.message);
     let m = &report.message;
     for part in [
@@ -241,9 +262,9 @@ fn oversize_rejected_by_the_broker(broker: &Broker) {
     }
     assert_eq!(manager.status().events_acked, 3);
     assert!(manager.checkpoint_ts() < BIG_TS);
-    assert!(wait_no_threads("cf-kfov2-", HANG_GUARD).is_empty());
+    assert!(wait_no_threads(&format!("cf-{id}-"), HANG_GUARD).is_empty());
 
-    let rows = read_rows(broker, TOPIC, 3);
+    let rows = read_rows(broker, &topic, 3);
     assert!(
         rows.iter().all(|(_, id, _)| *id != 4),
         "the broker took the oversize row: {rows:?}"
@@ -259,18 +280,24 @@ fn oversize_rejected_by_the_broker(broker: &Broker) {
 /// it, every part is accepted, and the rows must simply be delivered.
 #[test]
 fn a_broker_set_over_the_topic_limit_of_small_rows_is_not_a_failure() {
-    const TOPIC: &str = "ov-set";
-    const ROWS: u64 = 40;
     let broker = Broker::start(KAFKA_3);
-    broker.create_topic_with_config(TOPIC, 1, &[("max.message.bytes", "2000")]);
+    for client in CLIENTS {
+        set_over_the_topic_limit(&broker, client);
+    }
+}
+
+fn set_over_the_topic_limit(broker: &Broker, client: &str) {
+    const ROWS: u64 = 40;
+    let topic = format!("ov-set-{client}");
+    broker.create_topic_with_config(&topic, 1, &[("max.message.bytes", "2000")]);
     // A linger makes the sink gather every row into one flush.
     let sink = sink::open(&format!(
-        "kafka://{}/{TOPIC}?linger-ms=500",
+        "kafka://{}/{topic}?linger-ms=500&kafka-client={client}",
         broker.bootstrap()
     ))
     .unwrap();
     let (tx, heartbeats) = maintainer();
-    let manager = DispatcherManager::builder("kfov3")
+    let manager = DispatcherManager::builder(format!("kfov3{}", short(client)))
         .maintainer(tx)
         .start(sink)
         .unwrap();
@@ -282,9 +309,9 @@ fn a_broker_set_over_the_topic_limit_of_small_rows_is_not_a_failure() {
     let flushed = manager.flush(HANG_GUARD);
     let closed = manager.close();
     let reported = errors(&heartbeats_until_closed(&heartbeats));
-    let rows = read_rows(&broker, TOPIC, 0);
+    let rows = read_rows(broker, &topic, 0);
     println!(
-        "set over the topic limit: flush {flushed:?}, close {closed:?}, reported {reported:?}, {} rows in Kafka",
+        "{client}: set over the topic limit: flush {flushed:?}, close {closed:?}, reported {reported:?}, {} rows in Kafka",
         rows.len()
     );
     assert!(reported.is_empty(), "no RunningError: {reported:?}");
@@ -300,22 +327,37 @@ fn a_broker_set_over_the_topic_limit_of_small_rows_is_not_a_failure() {
 // A broker killed and restarted within the retry budget
 // ---------------------------------------------------------------------------------------
 
+/// Both clients on one broker, one after the other. librdkafka's idempotent producer
+/// (the default with `required-acks=-1`) rides out the restart on its own retries
+/// (`message-timeout-ms` of 60 s, far over a restart): no duplicate at all. kafka-rust
+/// resends what was not confirmed: duplicates are counted, never gaps.
 #[test]
 fn broker_restarted_within_the_retry_budget_loses_nothing() {
-    const TOPIC: &str = "restart";
+    let mut broker = Broker::start(KAFKA_3);
+    for client in CLIENTS {
+        restart_loses_nothing(&mut broker, client);
+    }
+}
+
+fn restart_loses_nothing(broker: &mut Broker, client: &str) {
     const TABLES: usize = 4;
     const ROWS: u64 = 5_000;
     /// Rows each pusher sends before the kill; the rest go while the broker is down.
     const BEFORE_KILL: u64 = 2_500;
-    let mut broker = Broker::start(KAFKA_3);
-    broker.create_topic(TOPIC, 2);
+    let topic = format!("restart-{client}");
+    broker.create_topic(&topic, 2);
     // Budget: 0.1 + 0.2 + 0.4 + 0.8 + 26 × 1 s ≈ 27 s of waiting, far over a restart.
-    let config = KafkaSinkConfig::new([broker.bootstrap()], TOPIC)
+    let mut config = KafkaSinkConfig::new([broker.bootstrap()], &topic)
+        .unwrap()
+        .param("kafka-client", client)
         .unwrap()
         .retry(30, Duration::from_millis(100), Duration::from_secs(1))
         .unwrap();
+    if client == "librdkafka" {
+        config = config.param("message-timeout-ms", "60000").unwrap();
+    }
     let (tx, heartbeats) = maintainer();
-    let manager = DispatcherManager::builder("kfrs")
+    let manager = DispatcherManager::builder(format!("kfrs{}", short(client)))
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(100))
         .start(KafkaSink::new(config).expect("a valid kafka config"))
@@ -378,7 +420,7 @@ fn broker_restarted_within_the_retry_budget_loses_nothing() {
     assert!(reported.is_empty(), "no RunningError: {reported:?}");
 
     let total = TABLES * ROWS as usize;
-    let rows = read_rows(&broker, TOPIC, total);
+    let rows = read_rows(broker, &topic, total);
     let mut seen: HashMap<(String, u64), usize> = HashMap::new();
     for (table, id, ts) in &rows {
         assert_eq!(*ts, 1000 + id, "{table} {id}");
@@ -395,11 +437,17 @@ fn broker_restarted_within_the_retry_budget_loses_nothing() {
         &missing[..missing.len().min(10)]
     );
     assert_eq!(seen.len(), total);
+    let duplicates = rows.len() - total;
     println!(
-        "broker restart: {} messages for {total} rows, {} duplicates",
+        "{client}: broker restart: {} messages for {total} rows, {duplicates} duplicates",
         rows.len(),
-        rows.len() - total
     );
+    if client == "librdkafka" {
+        assert_eq!(
+            duplicates, 0,
+            "the idempotent producer's own retries write nothing twice"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,17 +456,36 @@ fn broker_restarted_within_the_retry_budget_loses_nothing() {
 
 #[test]
 fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing() {
+    for client in CLIENTS {
+        gone_for_good(client);
+    }
+}
+
+/// One broker per client: it is killed for good.
+fn gone_for_good(client: &str) {
     const TOPIC: &str = "gone";
     const TABLES: usize = 4;
     const ROWS: u64 = 20_000;
     let mut broker = Broker::start(KAFKA_3);
     broker.create_topic(TOPIC, 2);
+    // librdkafka tries each message for message-timeout-ms before the sink's own retry
+    // loop takes over, and reaches brokers within dial-timeout-ms: both short here.
     let config = KafkaSinkConfig::new([broker.bootstrap()], TOPIC)
+        .unwrap()
+        .param("kafka-client", client)
+        .unwrap()
+        .param("dial-timeout-ms", "500")
         .unwrap()
         .retry(3, Duration::from_millis(50), Duration::from_millis(200))
         .unwrap();
+    let config = if client == "librdkafka" {
+        config.param("message-timeout-ms", "1000").unwrap()
+    } else {
+        config
+    };
+    let id = format!("kfgone{}", short(client));
     let (tx, heartbeats) = maintainer();
-    let manager = DispatcherManager::builder("kfgone")
+    let manager = DispatcherManager::builder(id.as_str())
         .maintainer(tx)
         .heartbeat_interval(Duration::from_millis(20))
         .start(KafkaSink::new(config).expect("a valid kafka config"))
@@ -471,7 +538,7 @@ fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing()
     }
     let reported = errors(&all);
     println!(
-        "error {:?} after the kill: {reported:?}",
+        "{client}: error {:?} after the kill: {reported:?}",
         error_after.unwrap_or_default()
     );
     assert_eq!(reported.len(), 1, "exactly one RunningError: {reported:?}");
@@ -485,8 +552,10 @@ fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing()
         "the error says what failed and that the budget is spent: {}",
         report.message
     );
-    // Budget: 3 retries of ≤ 200 ms waits (each possibly with its own reconnect
-    // retries) on a refused port: a few seconds at most.
+    // Budget: 3 retries of ≤ 200 ms waits, each after a send bounded by the
+    // message timeout (librdkafka, 1 s) or a refused connect (kafka-rust), and each
+    // followed by a metadata check that may retry on its own within dial timeouts
+    // (0.5 s): seconds, far under the bound.
     assert!(
         error_after.unwrap() < Duration::from_secs(20),
         "error {:?} after the kill",
@@ -502,7 +571,7 @@ fn broker_gone_for_good_fails_after_the_budget_and_the_checkpoint_lost_nothing()
     for p in pushers {
         p.join().unwrap();
     }
-    assert!(wait_no_threads("cf-kfgone-", HANG_GUARD).is_empty());
+    assert!(wait_no_threads(&format!("cf-{id}-"), HANG_GUARD).is_empty());
 
     // The last checkpoint the maintainer heard of, overall and per table.
     let checkpoints: Vec<u64> = all.iter().map(|h| h.checkpoint_ts).collect();
@@ -574,7 +643,12 @@ fn sink_open_rejects_bad_kafka_parameters_naming_them() {
         ("?max-message-bytes=10", "max-message-bytes", ""),
         ("?required-acks=2", "required-acks", "-1, 1 or 0"),
         ("?protocol=avro", "protocol", "canal-json"),
-        ("?compression=zstd", "compression", ""),
+        ("?compression=brotli", "compression", ""),
+        (
+            "?compression=zstd&kafka-client=kafka-rust",
+            "compression",
+            "librdkafka",
+        ),
         ("?max-retry=-1", "max-retry", ""),
         ("?linger-ms=soon", "linger-ms", ""),
         (
@@ -587,8 +661,12 @@ fn sink_open_rejects_bad_kafka_parameters_naming_them() {
             "auto-create-topic",
             "true or false",
         ),
-        ("?enable-tls=true", "enable-tls", "TLS is not supported"),
-        ("?sasl-user=alice", "sasl-user", "SASL is not supported"),
+        (
+            "?enable-tls=true&kafka-client=kafka-rust",
+            "enable-tls",
+            "TLS is not supported",
+        ),
+        ("?sasl-user=alice", "sasl-mechanism", "missing"),
         ("?kafka-version=2.8.0", "kafka-version", ""),
         ("?partition-num=3", "partition-num", ""),
         ("?no-such-param=1", "no-such-param", "unknown parameter"),

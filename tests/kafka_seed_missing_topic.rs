@@ -1,5 +1,6 @@
-//! The seed (TiCDC #4064) on a real Kafka 3.9 broker: the sink's topic does not exist
-//! (`auto.create.topics.enable=false`) while 16 dispatchers push continuously.
+//! The seed (TiCDC #4064) on a real Kafka 3.9 broker, on each client (librdkafka, then
+//! kafka-rust): the sink's topic does not exist (`auto.create.topics.enable=false`) while
+//! 16 dispatchers push continuously.
 //!
 //! The maintainer hears of it exactly once (`CDC:ErrKafkaTopicNotExists`, naming the
 //! topic) within 5 s of the start; `wait` returns that error; every pusher's push fails
@@ -21,7 +22,6 @@ use common::*;
 use crossbeam_channel::bounded;
 use kafka_support::{Broker, KAFKA_3};
 
-const ID: &str = "sm1";
 const TOPIC: &str = "seed-missing-topic";
 const DISPATCHERS: usize = 16;
 /// The report must reach the maintainer this soon after the manager starts.
@@ -53,11 +53,20 @@ fn process_cpu_time() -> Duration {
 #[test]
 fn missing_topic_is_reported_once_then_the_process_is_idle() {
     let broker = Broker::start(KAFKA_3);
-    let config = KafkaSinkConfig::new([broker.bootstrap()], TOPIC).unwrap();
+    for (client, id) in [("librdkafka", "sm1rd"), ("kafka-rust", "sm1kr")] {
+        missing_topic(&broker, client, id);
+    }
+}
+
+fn missing_topic(broker: &Broker, client: &str, id: &str) {
+    let config = KafkaSinkConfig::new([broker.bootstrap()], TOPIC)
+        .unwrap()
+        .param("kafka-client", client)
+        .unwrap();
     let (maintainer, heartbeats) = bounded(1024);
 
     let started = Instant::now();
-    let manager = DispatcherManager::builder(ID)
+    let manager = DispatcherManager::builder(id)
         .maintainer(maintainer)
         .heartbeat_interval(Duration::from_millis(50))
         .start(KafkaSink::new(config).expect("a valid kafka config"))
@@ -113,7 +122,7 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
     let reported = errors(&all);
     let error_after = error_after.expect("no RunningError reported");
     println!(
-        "RunningError after {error_after:?}: {:?}; {} heartbeats",
+        "{client}: RunningError after {error_after:?}: {:?}; {} heartbeats",
         reported,
         all.len()
     );
@@ -163,7 +172,7 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
         "{accepted_total} events accepted into the queues before the failure, none acknowledged"
     );
 
-    let prefix = format!("cf-{ID}-");
+    let prefix = format!("cf-{id}-");
     let left = wait_no_threads(&prefix, HANG_GUARD);
     assert!(left.is_empty(), "engine threads left: {left:?}");
 
@@ -198,5 +207,4 @@ fn missing_topic_is_reported_once_then_the_process_is_idle() {
     );
     drop(dispatchers);
     drop(manager);
-    drop(broker);
 }

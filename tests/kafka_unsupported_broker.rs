@@ -1,5 +1,5 @@
-//! A real Kafka 4.x broker: the sink must refuse it at once with
-//! `CDC:ErrKafkaUnsupportedBroker` (Kafka 4.0 removed the protocol v0 requests the
+//! A real Kafka 4.x broker and the kafka-rust client: the sink must refuse it at once
+//! with `CDC:ErrKafkaUnsupportedBroker` (Kafka 4.0 removed the protocol v0 requests the
 //! `kafka` crate sends), never retry: with a retry budget of 50 × 1 s the error still
 //! comes within seconds, and the sink logs no retry.
 //!
@@ -13,7 +13,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig};
+use changefeed::sink::kafka::{ClientKind, KafkaSink, KafkaSinkConfig};
 use changefeed::{DispatcherManager, Error};
 use common::{errors, heartbeats_until_closed, row, table, wait_no_threads, HANG_GUARD};
 use crossbeam_channel::bounded;
@@ -56,6 +56,7 @@ fn kafka_4_is_refused_at_once_without_retrying() {
 
     let config = KafkaSinkConfig::new([broker.bootstrap()], "k4")
         .unwrap()
+        .kafka_client(ClientKind::KafkaRust)
         .retry(50, Duration::from_secs(1), Duration::from_secs(1))
         .unwrap();
     let (tx, heartbeats) = bounded(1024);

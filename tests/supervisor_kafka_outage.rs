@@ -3,8 +3,9 @@
 //!
 //! A feed pushes rows of several tables continuously (released at a fixed rate, as an
 //! upstream would produce them; a restarted attempt first catches up from the
-//! checkpoint). The broker is killed mid-stream: the sink gives up after its budget
-//! (2 retries, 50–100 ms), the supervisor goes to Warning (`CDC:ErrKafkaNewProducer` or
+//! checkpoint). The broker is killed mid-stream: the sink (librdkafka) gives up after its
+//! budget (2 retries, 50–100 ms, each send bounded by a 1 s message timeout, each connect
+//! by a 500 ms dial timeout), the supervisor goes to Warning (`CDC:ErrKafkaNewProducer` or
 //! `CDC:ErrKafkaSendMessage`) and keeps restarting with a short backoff while the broker
 //! is down. The broker is restarted on the same data: the supervisor goes back to Normal,
 //! and to Stopped once the input ended and everything was acknowledged. Every row is in
@@ -104,11 +105,14 @@ fn broker_down_longer_than_the_sink_budget_then_back_loses_nothing() {
         let bootstrap = bootstrap.clone();
         Box::new(move || {
             attempts.fetch_add(1, Ordering::SeqCst);
-            let config = KafkaSinkConfig::new([bootstrap.clone()], TOPIC)?.retry(
-                SINK_RETRIES,
-                Duration::from_millis(50),
-                Duration::from_millis(100),
-            )?;
+            let config = KafkaSinkConfig::new([bootstrap.clone()], TOPIC)?
+                .param("message-timeout-ms", "1000")?
+                .param("dial-timeout-ms", "500")?
+                .retry(
+                    SINK_RETRIES,
+                    Duration::from_millis(50),
+                    Duration::from_millis(100),
+                )?;
             Ok(Box::new(KafkaSink::new(config)?) as Box<dyn Sink>)
         })
     };

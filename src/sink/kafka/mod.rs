@@ -95,6 +95,9 @@ use crate::sink::{Batch, Batching, Interrupter, Sink};
 use client::{Client, Fault, Interrupt, Pending, Slice};
 use encoder::{key_text, record_size, KafkaEncoder};
 
+/// A topic and one of its partitions.
+type TopicPartition = (Arc<str>, i32);
+
 /// Produces to Kafka through the client its config names. See the module docs.
 pub struct KafkaSink {
     config: KafkaSinkConfig,
@@ -413,12 +416,12 @@ impl Sink for KafkaSink {
         let pending = std::mem::take(&mut self.pending);
         let targets = self.resolve(&pending)?;
         // Per topic-partition, in order; BTreeMap keeps requests deterministic.
-        let mut per_partition: BTreeMap<(Arc<str>, i32), Vec<usize>> = BTreeMap::new();
+        let mut per_partition: BTreeMap<TopicPartition, Vec<usize>> = BTreeMap::new();
         for (topic, partition, i) in targets {
             per_partition.entry((topic, partition)).or_default().push(i);
         }
         let limit = self.config.max_message_bytes;
-        let mut queues: Vec<((Arc<str>, i32), VecDeque<usize>)> = per_partition
+        let mut queues: Vec<(TopicPartition, VecDeque<usize>)> = per_partition
             .into_iter()
             .map(|(k, v)| (k, v.into()))
             .collect();

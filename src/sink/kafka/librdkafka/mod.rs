@@ -70,14 +70,12 @@ impl LibrdkafkaClient {
     fn classify(&self, errors: &[(RDKafkaErrorCode, String)]) -> Result<()> {
         for (code, reason) in errors {
             let lower = reason.to_ascii_lowercase();
-            let sasl = self.config.security.sasl.as_ref();
-            if matches!(
-                code,
-                RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed
-            ) && sasl.is_some()
-                && !lower.contains("ssl")
+            if let (
+                RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed,
+                Some(sasl),
+                false,
+            ) = (code, &self.config.security.sasl, lower.contains("ssl"))
             {
-                let sasl = sasl.expect("checked above");
                 return Err(Error::KafkaAuthFailed {
                     mechanism: sasl.mechanism.kafka_name().to_string(),
                     user: sasl.user.clone(),
