@@ -101,7 +101,7 @@ use wildmatch::WildMatch;
 
 use crate::error::Error;
 use crate::event::{RowChange, TableName, Value};
-use crate::sink::PartitionChoice;
+use crate::message::PartitionChoice;
 
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_LEN: usize = 249;

@@ -39,6 +39,7 @@ impl Secret {
 
     /// `text` with every occurrence of the secret replaced by `[redacted]`, for text a
     /// client produced (its log lines, its error strings).
+    #[cfg_attr(not(feature = "librdkafka"), allow(dead_code))]
     pub(crate) fn redact(&self, text: &str) -> String {
         if self.0.is_empty() {
             text.to_string()
@@ -140,6 +141,7 @@ pub(crate) struct Security {
     pub sasl: Option<Sasl>,
 }
 
+#[cfg_attr(not(feature = "librdkafka"), allow(dead_code))]
 impl Security {
     /// Kafka's `security.protocol` for these settings.
     pub fn protocol(&self) -> &'static str {
