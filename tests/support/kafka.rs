@@ -34,13 +34,16 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kafka::client::{FetchOffset, KafkaClient};
-use kafka::consumer::Consumer;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// The Apache Kafka 3.x release the tests run against (newest 3.9.x on Maven Central).
 pub const KAFKA_3: &str = "3.9.2";
-/// A Kafka 4.x release: the sink must refuse it (protocol v0 was removed in 4.0).
-pub const KAFKA_4: &str = "4.1.2";
+/// The Apache Kafka 4.x release the tests run against (newest on Maven Central): KRaft
+/// only, no protocol v0 (KIP-896), so the kafka-rust client must refuse it.
+pub const KAFKA_4: &str = "4.4.0";
 
 /// Bound for resolving the jars (a first run downloads about 60 MB from Maven Central).
 const JARS_TIMEOUT: Duration = Duration::from_secs(600);
@@ -82,7 +85,169 @@ pub struct Broker {
     port: u16,
     controller_port: u16,
     extra_config: Vec<(String, String)>,
+    /// The secure listeners and their ports ([`Broker::start_secure`]; empty otherwise).
+    secure: Vec<(Listener, u16)>,
+    /// The certificates of the TLS listeners ([`Broker::start_secure`]).
+    tls: Option<TlsFiles>,
     process: Option<Child>,
+}
+
+/// The SASL user every SASL listener of [`Broker::start_secure`] knows (PLAIN and both
+/// SCRAM mechanisms).
+pub const SASL_USER: &str = "alice";
+/// [`SASL_USER`]'s password (letters and digits only: it passes through StorageTool's
+/// `--add-scram` syntax and a JAAS line unquoted). Tests grep output for it.
+pub const SASL_PASSWORD: &str = "AlicePw7f3c9d2e";
+
+/// A listener of a broker from [`Broker::start_secure`]; its address is
+/// [`Broker::listener`]. Every TLS listener's certificate is signed by the test CA
+/// ([`TlsFiles::ca`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// PLAINTEXT, the one [`Broker::bootstrap`] names.
+    Plaintext,
+    /// TLS; the certificate is for `127.0.0.1` and `localhost`.
+    Ssl,
+    /// TLS that requires a client certificate signed by the test CA (mutual TLS).
+    Mtls,
+    /// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) without TLS.
+    SaslPlaintext,
+    /// SASL (the same mechanisms) over TLS.
+    SaslSsl,
+    /// TLS with a certificate for another host (`wrong-host.invalid`): hostname mismatch.
+    BadHost,
+    /// TLS with a certificate that expired (valid 2020-01-01 to 2021-01-01).
+    Expired,
+}
+
+impl Listener {
+    /// The listeners besides PLAINTEXT, in the order their ports are allocated.
+    pub const SECURE: [Listener; 6] = [
+        Listener::Ssl,
+        Listener::Mtls,
+        Listener::SaslPlaintext,
+        Listener::SaslSsl,
+        Listener::BadHost,
+        Listener::Expired,
+    ];
+
+    /// The listener's name in `server.properties`.
+    fn name(self) -> &'static str {
+        match self {
+            Listener::Plaintext => "PLAINTEXT",
+            Listener::Ssl => "SSL",
+            Listener::Mtls => "MTLS",
+            Listener::SaslPlaintext => "SASL_PLAINTEXT",
+            Listener::SaslSsl => "SASL_SSL",
+            Listener::BadHost => "BADHOST",
+            Listener::Expired => "EXPIRED",
+        }
+    }
+
+    /// Its security protocol.
+    fn protocol(self) -> &'static str {
+        match self {
+            Listener::Plaintext => "PLAINTEXT",
+            Listener::Ssl | Listener::Mtls | Listener::BadHost | Listener::Expired => "SSL",
+            Listener::SaslPlaintext => "SASL_PLAINTEXT",
+            Listener::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// PEM files the harness generated for a broker from [`Broker::start_secure`].
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The test CA's certificate: every TLS listener's certificate is signed by it.
+    pub ca: PathBuf,
+    /// Another CA's certificate, which signed nothing the broker uses.
+    pub untrusted_ca: PathBuf,
+    /// A client certificate signed by the test CA (for [`Listener::Mtls`]).
+    pub client_cert: PathBuf,
+    /// Its private key (PKCS#8, unencrypted).
+    pub client_key: PathBuf,
+    /// The broker's key stores (key + certificate chain, Kafka's PEM key store format).
+    server: PathBuf,
+    bad_host: PathBuf,
+    expired: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates the CAs and certificates into `dir/tls`.
+    fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{
+            date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose, SanType,
+        };
+        let dir = dir.join("tls");
+        fs::create_dir_all(&dir).expect("create tls dir");
+        let write = |name: &str, text: String| -> PathBuf {
+            let path = dir.join(name);
+            fs::write(&path, text).expect("write a PEM file");
+            path
+        };
+        let ca = |name: &str| {
+            let key = KeyPair::generate().expect("a CA key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).expect("a CA certificate");
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("changefeed test CA");
+        let (untrusted_pem, _) = ca("changefeed untrusted CA");
+        let leaf = |cn: &str, hosts: &[&str], expired: bool| -> (String, String) {
+            let key = KeyPair::generate().expect("a key");
+            let mut params = CertificateParams::new(
+                hosts
+                    .iter()
+                    .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .expect("certificate params");
+            for h in hosts {
+                if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+                    params.subject_alt_names.push(SanType::IpAddress(ip));
+                }
+            }
+            params.distinguished_name.push(DnType::CommonName, cn);
+            if expired {
+                params.not_before = date_time_ymd(2020, 1, 1);
+                params.not_after = date_time_ymd(2021, 1, 1);
+            }
+            let cert = params.signed_by(&key, &issuer).expect("a certificate");
+            (key.serialize_pem(), cert.pem())
+        };
+        let store = |name: &str, (key, cert): (String, String)| write(name, key + &cert + &ca_pem);
+        let server = store(
+            "server.pem",
+            leaf("broker", &["127.0.0.1", "localhost"], false),
+        );
+        let bad_host = store(
+            "bad-host.pem",
+            leaf("wrong-host.invalid", &["wrong-host.invalid"], false),
+        );
+        let expired = store(
+            "expired.pem",
+            leaf("broker", &["127.0.0.1", "localhost"], true),
+        );
+        let (client_key, client_cert) = leaf("changefeed-client", &["changefeed-client"], false);
+        TlsFiles {
+            ca: write("ca.pem", ca_pem.clone()),
+            untrusted_ca: write("untrusted-ca.pem", untrusted_pem),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client.key", client_key),
+            server,
+            bad_host,
+            expired,
+        }
+    }
 }
 
 /// One message read back from a topic.
@@ -94,6 +259,11 @@ pub struct ConsumedMessage {
     pub key: Vec<u8>,
     /// Empty when the message has no value.
     pub value: Vec<u8>,
+    /// The record's timestamp in milliseconds (create time unless the topic says
+    /// `LogAppendTime`); `None` when the record has none.
+    pub timestamp: Option<i64>,
+    /// The record's headers, in order (a header without a value has an empty one).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// What a Kafka command-line tool printed.
@@ -126,6 +296,19 @@ impl Broker {
     /// Like [`Broker::start`], with extra (or overriding) `server.properties` entries,
     /// e.g. `[("message.max.bytes", "2000000")]`.
     pub fn start_with_config(version: &str, extra: &[(&str, &str)]) -> Broker {
+        Broker::launch(version, extra, false)
+    }
+
+    /// Starts a broker like [`Broker::start`] that also has a listener of each of
+    /// [`Listener::SECURE`] (TLS, mutual TLS, SASL_PLAINTEXT, SASL_SSL, and two TLS
+    /// listeners with a bad certificate), with certificates generated here
+    /// ([`Broker::tls`]) and the SASL user [`SASL_USER`] for PLAIN, SCRAM-SHA-256 and
+    /// SCRAM-SHA-512. Administration (topics, reading back) stays on PLAINTEXT.
+    pub fn start_secure(version: &str) -> Broker {
+        Broker::launch(version, &[], true)
+    }
+
+    fn launch(version: &str, extra: &[(&str, &str)], secure: bool) -> Broker {
         let libs = kafka_libs(version);
         let dir = new_temp_dir();
         let mut broker = Broker {
@@ -138,15 +321,26 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            secure: Vec::new(),
+            tls: None,
             process: None,
         };
         write_log_configs(&broker.dir);
+        if secure {
+            broker.tls = Some(TlsFiles::generate(&broker.dir));
+        }
         // A port picked here can in principle be taken by another process before the JVM
         // binds it; such a start is retried on new ports.
         for attempt in 1..=3 {
-            let (port, controller_port) = free_port_pair();
-            broker.port = port;
-            broker.controller_port = controller_port;
+            let ports = free_ports(2 + if secure { Listener::SECURE.len() } else { 0 });
+            broker.port = ports[0];
+            broker.controller_port = ports[1];
+            if secure {
+                broker.secure = Listener::SECURE
+                    .into_iter()
+                    .zip(ports[2..].to_vec())
+                    .collect();
+            }
             let data = broker.data_dir();
             if data.exists() {
                 fs::remove_dir_all(&data).expect("remove data dir");
@@ -169,6 +363,29 @@ impl Broker {
     /// `127.0.0.1:PORT` of the broker's PLAINTEXT listener.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT` of `listener`. Panics when the broker does not have it (only
+    /// [`Broker::start_secure`] makes the secure ones).
+    pub fn listener(&self, listener: Listener) -> String {
+        if listener == Listener::Plaintext {
+            return self.bootstrap();
+        }
+        let port = self
+            .secure
+            .iter()
+            .find(|(l, _)| *l == listener)
+            .map(|(_, port)| *port)
+            .unwrap_or_else(|| panic!("this broker has no {listener:?} listener (start_secure)"));
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The certificates of the TLS listeners. Panics unless started with
+    /// [`Broker::start_secure`].
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("a broker from start_secure has TLS files")
     }
 
     pub fn port(&self) -> u16 {
@@ -310,8 +527,8 @@ impl Broker {
     }
 
     /// Polls `TopicCommand --describe` until every partition of the `topics`
-    /// `(name, partitions)` has a leader, then checks that the `kafka` crate's metadata
-    /// sees the same (what a producer created afterwards will see).
+    /// `(name, partitions)` has a leader, then checks that librdkafka's metadata sees
+    /// the same (what a producer created afterwards will see).
     fn wait_for_leaders(&self, topics: &[(&str, u32)]) {
         let deadline = Instant::now() + TOPIC_TIMEOUT;
         let bootstrap = self.bootstrap();
@@ -348,43 +565,20 @@ impl Broker {
             }
             thread::sleep(POLL);
         }
-        loop {
-            let mut client = KafkaClient::new(vec![bootstrap.clone()]);
-            let last = match client.load_metadata_all() {
-                Ok(()) => {
-                    let missing: Vec<String> = topics
-                        .iter()
-                        .filter_map(
-                            |&(name, partitions)| match client.topics().partitions(name) {
-                                Some(ps)
-                                    if ps.len() == partitions as usize
-                                        && ps.available_ids().len() == partitions as usize =>
-                                {
-                                    None
-                                }
-                                Some(ps) => Some(format!(
-                                    "{name}: {} partitions, {} with a leader",
-                                    ps.len(),
-                                    ps.available_ids().len()
-                                )),
-                                None => Some(format!("{name}: not in metadata")),
-                            },
-                        )
-                        .collect();
-                    if missing.is_empty() {
-                        return;
-                    }
-                    missing.join("; ")
-                }
-                Err(e) => format!("metadata request failed: {e:?}"),
-            };
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "the kafka crate's metadata did not show every partition of {topics:?} \
-                     with a leader within {TOPIC_TIMEOUT:?}; last: {last}"
-                ));
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("log_level", "3")
+            .create()
+            .unwrap_or_else(|e| self.fail(&format!("a metadata client: {e}")));
+        for &(name, partitions) in topics {
+            match topic_partitions(&client, name, deadline) {
+                Ok(n) if n == partitions as i32 => {}
+                Ok(n) => self.fail(&format!("{name}: {n} partitions, expected {partitions}")),
+                Err(why) => self.fail(&format!(
+                    "librdkafka's metadata did not show every partition of {name} with a \
+                     leader within {TOPIC_TIMEOUT:?}; last: {why}"
+                )),
             }
-            thread::sleep(POLL);
         }
     }
 
@@ -479,6 +673,9 @@ impl Broker {
             ));
             props.push(("share.coordinator.state.topic.min.isr".into(), "1".into()));
         }
+        if let Some(tls) = &self.tls {
+            self.add_secure_properties(&mut props, tls);
+        }
         for (k, v) in &self.extra_config {
             props.retain(|(key, _)| key != k);
             props.push((k.clone(), v.clone()));
@@ -487,19 +684,101 @@ impl Broker {
         fs::write(self.dir.join("server.properties"), text).expect("write server.properties");
     }
 
+    /// The secure listeners' entries: listeners, their protocols, Kafka's PEM key and
+    /// trust stores, client authentication on MTLS, SASL mechanisms and users.
+    fn add_secure_properties(&self, props: &mut Vec<(String, String)>, tls: &TlsFiles) {
+        let set = |props: &mut Vec<(String, String)>, key: &str, value: String| {
+            props.retain(|(k, _)| k != key);
+            props.push((key.to_owned(), value));
+        };
+        let get = |props: &Vec<(String, String)>, key: &str| -> String {
+            props
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut listeners = get(props, "listeners");
+        let mut advertised = get(props, "advertised.listeners");
+        let mut map = get(props, "listener.security.protocol.map");
+        for (l, port) in &self.secure {
+            listeners.push_str(&format!(",{}://127.0.0.1:{port}", l.name()));
+            advertised.push_str(&format!(",{}://127.0.0.1:{port}", l.name()));
+            map.push_str(&format!(",{}:{}", l.name(), l.protocol()));
+        }
+        set(props, "listeners", listeners);
+        set(props, "advertised.listeners", advertised);
+        set(props, "listener.security.protocol.map", map);
+        let path = |p: &Path| p.display().to_string();
+        set(props, "ssl.keystore.type", "PEM".into());
+        set(props, "ssl.keystore.location", path(&tls.server));
+        set(props, "ssl.truststore.type", "PEM".into());
+        set(props, "ssl.truststore.location", path(&tls.ca));
+        set(
+            props,
+            "listener.name.mtls.ssl.client.auth",
+            "required".into(),
+        );
+        set(
+            props,
+            "listener.name.badhost.ssl.keystore.location",
+            path(&tls.bad_host),
+        );
+        set(
+            props,
+            "listener.name.expired.ssl.keystore.location",
+            path(&tls.expired),
+        );
+        set(
+            props,
+            "sasl.enabled.mechanisms",
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+        );
+        for listener in ["sasl_plaintext", "sasl_ssl"] {
+            set(
+                props,
+                &format!("listener.name.{listener}.plain.sasl.jaas.config"),
+                format!(
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                     user_{SASL_USER}=\"{SASL_PASSWORD}\";"
+                ),
+            );
+            for scram in ["scram-sha-256", "scram-sha-512"] {
+                set(
+                    props,
+                    &format!("listener.name.{listener}.{scram}.sasl.jaas.config"),
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+                );
+            }
+        }
+    }
+
     /// Formats the KRaft data dir: one StorageTool run with a cluster id made here (saves
     /// the JVM start of `StorageTool random-uuid`).
     fn format_storage(&self) {
         let cluster_id = random_cluster_id();
         let props = self.dir.join("server.properties").display().to_string();
-        let args = [
+        let mut args: Vec<String> = [
             "format",
             "-t",
             &cluster_id,
             "-c",
             &props,
             "--ignore-formatted",
-        ];
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if self.tls.is_some() {
+            // SCRAM credentials live in the cluster metadata: KRaft adds them at format.
+            for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                args.push("--add-scram".into());
+                args.push(format!(
+                    "{mechanism}=[name={SASL_USER},password={SASL_PASSWORD}]"
+                ));
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.run_tool("kafka.tools.StorageTool", &args, TOOL_TIMEOUT);
         if !out.status.success() {
             self.fail(&format!("StorageTool format failed: {out}"));
@@ -583,38 +862,73 @@ impl Drop for Broker {
     }
 }
 
-/// Reads `topic` from the earliest offset with the `kafka` crate's `Consumer` (no group)
-/// until at least `expected_count` messages arrived and every partition is read up to its
-/// end offset as of that moment. Returns every message read (duplicates included), sorted
-/// by partition and offset. Panics when that does not happen within `timeout`.
+/// Reads `topic` from the earliest offset with an rdkafka `BaseConsumer` (partitions
+/// assigned, no group offsets committed) until at least `expected_count` messages arrived
+/// and every partition is read up to its end offset as of that moment. Returns every
+/// message read (duplicates included), sorted by partition and offset. Panics when that
+/// does not happen within `timeout`. Works on every Kafka version.
 pub fn read_all(
     bootstrap: &str,
     topic: &str,
     expected_count: usize,
     timeout: Duration,
 ) -> Vec<ConsumedMessage> {
+    read_all_with(bootstrap, topic, expected_count, timeout, &[])
+}
+
+/// Like [`read_all`], with extra librdkafka consumer settings (e.g. `security.protocol`
+/// and `ssl.ca.location` to read over a TLS listener).
+pub fn read_all_with(
+    bootstrap: &str,
+    topic: &str,
+    expected_count: usize,
+    timeout: Duration,
+    settings: &[(&str, &str)],
+) -> Vec<ConsumedMessage> {
     let deadline = Instant::now() + timeout;
-    let mut consumer = Consumer::from_hosts(vec![bootstrap.to_owned()])
-        .with_topic(topic.to_owned())
-        .with_fallback_offset(FetchOffset::Earliest)
-        .with_fetch_max_wait_time(Duration::from_millis(100))
-        .with_fetch_min_bytes(1)
-        .with_fetch_max_bytes_per_partition(4 << 20)
-        .with_retry_max_bytes_limit(64 << 20)
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "changefeed-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("log_level", "3");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config
         .create()
-        .unwrap_or_else(|e| panic!("read_all: cannot create a consumer of {topic}: {e:?}"));
+        .unwrap_or_else(|e| panic!("read_all: cannot create a consumer of {topic}: {e}"));
+    let partitions = topic_partitions(&consumer, topic, deadline)
+        .unwrap_or_else(|why| panic!("read_all: {topic}: {why}"));
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("a partition offset");
+    }
+    consumer
+        .assign(&assignment)
+        .unwrap_or_else(|e| panic!("read_all: assign {topic}: {e}"));
     let mut out: Vec<ConsumedMessage> = Vec::with_capacity(expected_count);
     // Next offset to read per partition, and the end offsets to reach once
     // `expected_count` messages are in.
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut ends: Option<Vec<(i32, i64)>> = None;
+    let mut last_error = None;
     loop {
         if out.len() >= expected_count && ends.is_none() {
-            let offsets = consumer
-                .client_mut()
-                .fetch_topic_offsets(topic, FetchOffset::Latest)
-                .unwrap_or_else(|e| panic!("read_all: end offsets of {topic}: {e:?}"));
-            ends = Some(offsets.iter().map(|o| (o.partition, o.offset)).collect());
+            let offsets = (0..partitions)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(topic, p, left().max(Duration::from_secs(1)))
+                        .map(|(_, high)| (p, high))
+                        .unwrap_or_else(|e| panic!("read_all: end offset of {topic}/{p}: {e}"))
+                })
+                .collect();
+            ends = Some(offsets);
         }
         if let Some(ends) = &ends {
             let done = ends
@@ -627,27 +941,75 @@ pub fn read_all(
         if Instant::now() >= deadline {
             panic!(
                 "read_all: {topic}: read {} messages (expected at least {expected_count}) \
-                 within {timeout:?}; next offsets {next:?}, end offsets {ends:?}",
+                 within {timeout:?}; next offsets {next:?}, end offsets {ends:?}, last \
+                 consumer error {last_error:?}",
                 out.len()
             );
         }
-        let sets = consumer
-            .poll()
-            .unwrap_or_else(|e| panic!("read_all: poll of {topic}: {e:?}"));
-        for set in sets.iter() {
-            for m in set.messages() {
+        match consumer.poll(left().min(Duration::from_millis(100))) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.push(ConsumedMessage {
-                    partition: set.partition(),
-                    offset: m.offset,
-                    key: m.key.to_vec(),
-                    value: m.value.to_vec(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    timestamp: m.timestamp().to_millis(),
+                    headers,
                 });
-                next.insert(set.partition(), m.offset + 1);
+                next.insert(m.partition(), m.offset() + 1);
             }
+            // Transient (a broker that restarts); the deadline bounds the wait.
+            Some(Err(e)) => last_error = Some(e.to_string()),
+            None => {}
         }
     }
     out.sort_by_key(|m| (m.partition, m.offset));
     out
+}
+
+/// The partition count of `topic` (every partition with a leader) from the metadata of
+/// `client`, polled until `deadline`.
+fn topic_partitions<C: Consumer>(
+    client: &C,
+    topic: &str,
+    deadline: Instant,
+) -> Result<i32, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match client.fetch_metadata(Some(topic), left.max(Duration::from_millis(100))) {
+            Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                Some(t)
+                    if t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none()) =>
+                {
+                    return Ok(t.partitions().len() as i32)
+                }
+                Some(t) => format!(
+                    "error {:?}, {} partitions, {} with a leader",
+                    t.error(),
+                    t.partitions().len(),
+                    t.partitions().iter().filter(|p| p.leader() >= 0).count()
+                ),
+                None => "not in metadata".to_owned(),
+            },
+            Err(e) => format!("metadata request failed: {e}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        thread::sleep(POLL);
+    }
 }
 
 /// One entry of an ApiVersions response: `(api_key, min_version, max_version)`.
@@ -934,14 +1296,14 @@ fn write_log_configs(dir: &Path) {
     }
 }
 
-/// Two distinct free loopback ports (both listeners are held until both are picked).
-fn free_port_pair() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    (
-        a.local_addr().expect("local addr").port(),
-        b.local_addr().expect("local addr").port(),
-    )
+/// `n` distinct free loopback ports (every listener is held until all are picked).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// A KRaft cluster id: 16 random bytes, base64url without padding (22 characters), like

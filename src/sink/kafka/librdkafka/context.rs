@@ -55,6 +55,15 @@ impl SinkContext {
             None => text.to_string(),
         }
     }
+
+    /// Keeps a client-level error (the newest [`KEPT_ERRORS`]).
+    fn keep(&self, code: RDKafkaErrorCode, reason: String) {
+        let mut errors = self.errors.lock();
+        if errors.len() == KEPT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back((code, reason));
+    }
 }
 
 impl ClientContext for SinkContext {
@@ -70,17 +79,19 @@ impl ClientContext for SinkContext {
             RDKafkaLogLevel::Debug => log::Level::Debug,
         };
         log::log!(target: "librdkafka", level, "librdkafka: {fac} {message}");
+        // A failed connection is often only logged (facility FAIL, at error or info
+        // level), not raised as an error event: a TLS client on a PLAINTEXT listener,
+        // PLAINTEXT on a TLS one, a refused certificate.
+        if level <= log::Level::Info && fac == "FAIL" {
+            self.keep(RDKafkaErrorCode::BrokerTransportFailure, message);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = self.redact(reason);
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
         log::warn!(target: "librdkafka", "librdkafka: {code:?}: {reason}");
-        let mut errors = self.errors.lock();
-        if errors.len() == KEPT_ERRORS {
-            errors.pop_front();
-        }
-        errors.push_back((code, reason));
+        self.keep(code, reason);
     }
 }
 

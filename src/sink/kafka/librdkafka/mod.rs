@@ -19,6 +19,7 @@
 
 mod context;
 mod settings;
+mod verify;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +42,14 @@ const POLL_WAIT: Duration = Duration::from_millis(1);
 /// Bits of a delivery opaque that hold the message's place in its request; the bits
 /// above hold the request's number.
 const PLACE_BITS: u32 = 40;
+/// How many times a connect must see the same TLS/PLAINTEXT mismatch before it gives up
+/// (librdkafka reconnects after `reconnect.backoff.ms`; it logs a repeated failure twice,
+/// then keeps quiet about it for 30 s).
+const MISMATCH_REPEATS: usize = 2;
+/// Bound of the handshake that tells which certificate check failed.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Client errors a connect keeps to classify (the newest).
+const CONNECT_ERRORS: usize = 32;
 
 /// The librdkafka client.
 pub(crate) struct LibrdkafkaClient {
@@ -73,8 +82,8 @@ impl LibrdkafkaClient {
             if let (
                 RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed,
                 Some(sasl),
-                false,
-            ) = (code, &self.config.security.sasl, lower.contains("ssl"))
+                true,
+            ) = (code, &self.config.security.sasl, lower.contains("sasl"))
             {
                 return Err(Error::KafkaAuthFailed {
                     mechanism: sasl.mechanism.kafka_name().to_string(),
@@ -82,21 +91,37 @@ impl LibrdkafkaClient {
                     detail: reason.clone(),
                 });
             }
-            if *code == RDKafkaErrorCode::SSL || lower.contains("ssl handshake") {
-                return Err(Error::KafkaTls {
-                    detail: tls_detail(reason),
-                });
+            let Some(what) = tls_failure(&lower) else {
+                continue;
+            };
+            // A broker that closes a connection while it shuts down looks like a
+            // protocol mismatch once; a mismatch repeats on every attempt.
+            if what == TlsFailure::PlaintextToTls && self.config.security.tls.is_some() {
+                // Past the TLS handshake: not a protocol mismatch.
+                continue;
             }
-            if lower.contains("incorrect security.protocol")
-                || lower.contains("connecting to a ssl listener")
+            if what.is_mismatch()
+                && errors
+                    .iter()
+                    .filter(|(_, r)| tls_failure(&r.to_ascii_lowercase()) == Some(what))
+                    .count()
+                    < MISMATCH_REPEATS
             {
-                return Err(Error::KafkaTls {
-                    detail: format!(
-                        "the broker closed the connection before answering: is the listener TLS while the sink is not (security.protocol {})? librdkafka: {reason}",
-                        self.config.security.protocol()
-                    ),
-                });
+                continue;
             }
+            let checked = match (what, &self.config.security.tls) {
+                (TlsFailure::Verify, Some(tls)) => verify::broker_in(reason)
+                    .and_then(|addr| verify::verify_failure(addr, tls, VERIFY_TIMEOUT)),
+                _ => None,
+            };
+            return Err(Error::KafkaTls {
+                detail: tls_detail(
+                    what,
+                    checked.as_deref(),
+                    reason,
+                    self.config.security.protocol(),
+                ),
+            });
         }
         Ok(())
     }
@@ -219,34 +244,95 @@ impl LibrdkafkaClient {
     }
 }
 
-/// A TLS failure in words a user acts on, with librdkafka's text.
-fn tls_detail(reason: &str) -> String {
-    let lower = reason.to_ascii_lowercase();
-    let what = if lower.contains("expired") {
-        "the broker's certificate has expired"
-    } else if lower.contains("hostname")
-        || lower.contains("host name")
-        || lower.contains("ip address mismatch")
+/// A connection failure librdkafka reported that retrying cannot mend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsFailure {
+    /// The broker's certificate did not verify (which check: [`verify`]).
+    Verify,
+    /// The broker sent a TLS alert about our certificate: it requires one, or refused it.
+    ClientCertificate,
+    /// TLS to a PLAINTEXT listener.
+    TlsToPlaintext,
+    /// PLAINTEXT (or SASL_PLAINTEXT) to a TLS listener.
+    PlaintextToTls,
+}
+
+impl TlsFailure {
+    /// A protocol mismatch (as opposed to a certificate that failed).
+    fn is_mismatch(self) -> bool {
+        matches!(
+            self,
+            TlsFailure::TlsToPlaintext | TlsFailure::PlaintextToTls
+        )
+    }
+}
+
+/// Which [`TlsFailure`] librdkafka's (lowercased) error text describes, if any.
+fn tls_failure(lower: &str) -> Option<TlsFailure> {
+    if lower.contains("certificate verify failed") {
+        Some(TlsFailure::Verify)
+    } else if lower.contains("alert bad certificate")
+        || lower.contains("alert certificate required")
+        || lower.contains("alert unknown ca")
+        || lower.contains("alert certificate unknown")
     {
-        "the broker's certificate is not for the host connected to (hostname mismatch)"
-    } else if lower.contains("unable to get local issuer")
-        || lower.contains("self-signed")
-        || lower.contains("self signed")
-        || lower.contains("unknown ca")
-        || lower.contains("certificate verify failed")
-    {
-        "the broker's certificate is not signed by a trusted CA (see the ca parameter)"
-    } else if lower.contains("wrong version number")
+        Some(TlsFailure::ClientCertificate)
+    } else if lower.contains("connecting to a plaintext broker listener")
+        || lower.contains("wrong version number")
         || lower.contains("packet length too long")
-        || lower.contains("record layer failure")
     {
-        "the broker did not answer the TLS handshake: is the listener PLAINTEXT while the sink uses TLS?"
-    } else if lower.contains("certificate required") || lower.contains("handshake failure") {
-        "the broker refused the TLS handshake: does it require a client certificate (cert, key)?"
+        Some(TlsFailure::TlsToPlaintext)
+    } else if lower.contains("connecting to a ssl listener")
+        || lower.contains("incorrect security.protocol")
+        // What librdkafka 2.12 says when a TLS listener drops a PLAINTEXT ApiVersions.
+        || (lower.contains("disconnected") && lower.contains("in state apiversion_query"))
+    {
+        Some(TlsFailure::PlaintextToTls)
     } else {
-        "TLS handshake failed"
+        None
+    }
+}
+
+/// The text of a [`TlsFailure`]: which one, OpenSSL's verify result when known, and
+/// librdkafka's own words.
+fn tls_detail(what: TlsFailure, checked: Option<&str>, reason: &str, protocol: &str) -> String {
+    let checked_lower = checked.map(str::to_ascii_lowercase).unwrap_or_default();
+    let said = match what {
+        TlsFailure::Verify if checked_lower.contains("expired") => {
+            "the broker's certificate has expired".to_string()
+        }
+        TlsFailure::Verify if checked_lower.contains("not yet valid") => {
+            "the broker's certificate is not valid yet".to_string()
+        }
+        TlsFailure::Verify
+            if checked_lower.contains("hostname mismatch")
+                || checked_lower.contains("ip address mismatch") =>
+        {
+            "the broker's certificate is for another host (hostname mismatch; \
+             insecure-skip-verify=true skips the check)"
+                .to_string()
+        }
+        TlsFailure::Verify => "the broker's certificate is not signed by a trusted CA \
+             (see the ca parameter; insecure-skip-verify=true skips the check)"
+            .to_string(),
+        TlsFailure::ClientCertificate => "the broker refused the TLS connection over our \
+             certificate: its listener requires a client certificate (cert, key) its CA \
+             signed"
+            .to_string(),
+        TlsFailure::TlsToPlaintext => {
+            "the broker closed the TLS handshake: is the listener PLAINTEXT while the sink \
+             uses TLS (enable-tls)?"
+                .to_string()
+        }
+        TlsFailure::PlaintextToTls => format!(
+            "the broker closed the connection before answering: is the listener TLS while \
+             the sink is not (security.protocol {protocol}; enable-tls=true)?"
+        ),
     };
-    format!("{what}; librdkafka: {reason}")
+    match checked {
+        Some(c) => format!("{said}; OpenSSL: {c}; librdkafka: {reason}"),
+        None => format!("{said}; librdkafka: {reason}"),
+    }
 }
 
 impl Client for LibrdkafkaClient {
@@ -279,6 +365,9 @@ impl Client for LibrdkafkaClient {
             // Client-level errors arrive as events on the queue `poll` serves.
             producer.poll(Duration::ZERO);
             seen.extend(producer.context().take_errors());
+            if seen.len() > CONNECT_ERRORS {
+                seen.drain(..seen.len() - CONNECT_ERRORS);
+            }
             if let Ok(count) = answer {
                 self.partitions.insert(topic, count);
                 self.producer = Some(producer);
@@ -423,15 +512,23 @@ mod tests {
 
     #[test]
     fn tls_failures_say_which() {
-        for (text, says) in [
-            ("SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: certificate has expired", "expired"),
-            ("ssl handshake failed: certificate verify failed: Hostname mismatch", "hostname mismatch"),
-            ("SSL handshake failed: certificate verify failed: unable to get local issuer certificate", "trusted CA"),
-            ("SSL handshake failed: error:0A00010B:SSL routines::wrong version number", "PLAINTEXT"),
+        let verify = "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified";
+        for (text, checked, says) in [
+            (verify, Some("certificate has expired"), "has expired"),
+            (verify, Some("Hostname mismatch"), "hostname mismatch"),
+            (verify, Some("IP address mismatch"), "hostname mismatch"),
+            (verify, Some("unable to get local issuer certificate"), "trusted CA"),
+            (verify, None, "trusted CA"),
+            ("ssl://h:1/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42", None, "client certificate"),
+            ("ssl://h:1/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker listener?", None, "PLAINTEXT"),
+            ("127.0.0.1:40091/bootstrap: Disconnected: connection closed by peer: receive 0 after POLLIN (after 28ms in state APIVERSION_QUERY)", None, "listener TLS"),
+            ("h:1/bootstrap: Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration (connecting to a SSL listener?)", None, "listener TLS"),
         ] {
-            let d = tls_detail(text);
+            let what = tls_failure(&text.to_ascii_lowercase()).expect(text);
+            let d = tls_detail(what, checked, text, "plaintext");
             assert!(d.contains(says), "{text} -> {d}");
             assert!(d.contains(text), "keeps librdkafka's text: {d}");
         }
+        assert_eq!(tls_failure("1/1 brokers are down"), None);
     }
 }

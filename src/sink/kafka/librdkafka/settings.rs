@@ -16,8 +16,10 @@
 //! | `queue.buffering.max.messages` | 2 × `batch-records`, at least 100,000 | same |
 //! | `linger.ms` | 2 | the sink hands librdkafka a whole flush at once; a short linger lets it batch the flush's tail without waiting long |
 //! | `allow.auto.create.topics` | `false` | a missing topic is reported (`CDC:ErrKafkaTopicNotExists`), never waited for or created |
+//! | `log_level` | 6 (info) | connection failures are logged at info (facility `FAIL`): the context classifies them (TLS/PLAINTEXT mismatch) and forwards them to `log` (target `librdkafka`), where the program's logger filters them |
 //! | `security.protocol`, `ssl.*`, `sasl.*` | the security parameters (`security.rs`) | `ssl.endpoint.identification.algorithm=https` and `enable.ssl.certificate.verification=true` unless `insecure-skip-verify=true` |
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientConfig;
 
 use crate::sink::kafka::config::{KafkaSinkConfig, RequiredAcks};
@@ -96,6 +98,10 @@ pub(super) fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
             .set("sasl.username", &sasl.user)
             .set("sasl.password", sasl.password.expose());
     }
+    // librdkafka's own level follows the `log` facade's at creation (off without a
+    // logger); its connection failures (facility FAIL, often at info level) must reach
+    // the context whatever the program logs, to be classified.
+    c.set_log_level(RDKafkaLogLevel::Info);
     c
 }
 

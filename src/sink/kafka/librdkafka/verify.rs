@@ -1,0 +1,78 @@
+//! Which check of a broker's certificate failed. librdkafka reports every failed
+//! verification as "certificate verify failed"; one TLS handshake of our own, with OpenSSL
+//! (the library librdkafka links), the sink's CA and the same host name rules, reads
+//! OpenSSL's verify result: "certificate has expired", "Hostname mismatch", "unable to get
+//! local issuer certificate", … Run only after a connect failed that way; bounded by a
+//! timeout; no data is sent.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+use openssl::x509::X509VerifyResult;
+
+use crate::sink::kafka::security::Tls;
+
+/// The broker address (`HOST:PORT`) in a librdkafka error text such as
+/// `ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: …`.
+pub(super) fn broker_in(reason: &str) -> Option<&str> {
+    let (_, rest) = reason.split_once("://")?;
+    let end = rest.find('/')?;
+    Some(&rest[..end])
+}
+
+/// OpenSSL's reason the certificate of the broker at `addr` (`HOST:PORT`) does not verify
+/// with `tls`'s CA (the system's when none is given) and host name `HOST`. `None` when it
+/// verifies, or when the handshake could not get that far within `timeout`.
+pub(super) fn verify_failure(addr: &str, tls: &Tls, timeout: Duration) -> Option<String> {
+    let (host, _) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
+    match &tls.ca {
+        Some(ca) => builder.set_ca_file(ca).ok()?,
+        None => builder.set_default_verify_paths().ok()?,
+    }
+    let connector = builder.build();
+    let socket = addr.to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&socket, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    // `connect` checks the host name (or the IP address) against the certificate.
+    match connector.connect(host, stream) {
+        Ok(_) => None,
+        Err(HandshakeError::Failure(mid) | HandshakeError::WouldBlock(mid)) => {
+            let result = mid.ssl().verify_result();
+            (result != X509VerifyResult::OK).then(|| result.error_string().to_string())
+        }
+        Err(HandshakeError::SetupFailure(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_is_read_from_librdkafkas_text() {
+        assert_eq!(
+            broker_in("ssl://127.0.0.1:41357/bootstrap: SSL handshake failed: x"),
+            Some("127.0.0.1:41357")
+        );
+        assert_eq!(
+            broker_in("sasl_ssl://kafka-1.example:9093/2: Receive failed"),
+            Some("kafka-1.example:9093")
+        );
+        assert_eq!(broker_in("1/1 brokers are down"), None);
+    }
+
+    #[test]
+    fn nothing_listening_is_no_answer() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        assert_eq!(
+            verify_failure(&addr, &Tls::default(), Duration::from_secs(1)),
+            None
+        );
+    }
+}
