@@ -166,6 +166,10 @@ struct Plan {
     kafka_reps: usize,
     /// One untimed Kafka round (ours and ProducerPerformance per acks) first.
     kafka_warmup: bool,
+    /// `CHANGEFEED_REPORT_KAFKA_PIPELINES`: the Kafka pipelines to run (keys; all when
+    /// `None`), for profiling one against another. Ratios with a pipeline left out are
+    /// not measured.
+    kafka_pipelines: Option<Vec<String>>,
     /// `CHANGEFEED_REPORT_ONLY`: the section keys to run (all when `None`).
     only: Option<Vec<String>>,
 }
@@ -184,7 +188,12 @@ impl Plan {
             .ok()
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
-        if quick {
+        let kafka_pipelines = std::env::var("CHANGEFEED_REPORT_KAFKA_PIPELINES")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
+        let count = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let plan = if quick {
             Plan {
                 quick,
                 throughput_rows: 512 * 20,
@@ -194,6 +203,7 @@ impl Plan {
                 kafka_rows: 20_000,
                 kafka_reps: 1,
                 kafka_warmup: false,
+                kafka_pipelines,
                 only: only.clone(),
             }
         } else {
@@ -206,9 +216,22 @@ impl Plan {
                 kafka_rows: KAFKA_ROWS,
                 kafka_reps: KAFKA_REPS,
                 kafka_warmup: true,
+                kafka_pipelines,
                 only,
             }
+        };
+        // `CHANGEFEED_REPORT_KAFKA_ROWS` / `_ROUNDS` override the Kafka counts (profiling).
+        Plan {
+            kafka_rows: count("CHANGEFEED_REPORT_KAFKA_ROWS").unwrap_or(plan.kafka_rows),
+            kafka_reps: count("CHANGEFEED_REPORT_KAFKA_ROUNDS").unwrap_or(plan.kafka_reps),
+            ..plan
         }
+    }
+
+    fn kafka_selected(&self, p: KafkaPipeline) -> bool {
+        self.kafka_pipelines
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == p.key()))
     }
 }
 
@@ -1150,6 +1173,9 @@ fn kafka(plan: &Plan) -> Section {
     if plan.kafka_warmup {
         for &(acks, acks_text) in &KAFKA_ACKS {
             for p in KAFKA_PIPELINES {
+                if !plan.kafka_selected(p) {
+                    continue;
+                }
                 let r = run(p, acks, acks_text);
                 eprintln!(
                     "report: Kafka warm-up, acks={acks_text}: {}: {} /s ({})",
@@ -1169,6 +1195,9 @@ fn kafka(plan: &Plan) -> Section {
             for k in 0..KAFKA_PIPELINES.len() {
                 let i = (k + round) % KAFKA_PIPELINES.len();
                 let p = KAFKA_PIPELINES[i];
+                if !plan.kafka_selected(p) {
+                    continue;
+                }
                 let r = run(p, acks, acks_text);
                 eprintln!(
                     "report: Kafka round {}/{}, acks={acks_text}: {}: {} /s ({})",

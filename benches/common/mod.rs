@@ -387,19 +387,27 @@ pub const KAFKA_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The Kafka sink config every Kafka run uses: canal-json, `IndexValue` partitioning,
 /// `acks`, `client`; everything else the sink's defaults (kafka-rust with its default
-/// `connections`).
+/// `connections`), unless `CHANGEFEED_BENCH_KAFKA_PARAMS` (`name=value&name=value`, URI
+/// parameters, e.g. `batch-bytes=16777216`) overrides some: for trying settings, the
+/// report's figures are with the defaults.
 pub fn kafka_config(
     bootstrap: &str,
     topic: &str,
     acks: RequiredAcks,
     client: ClientKind,
 ) -> KafkaSinkConfig {
-    KafkaSinkConfig::new([bootstrap], topic)
+    let mut config = KafkaSinkConfig::new([bootstrap], topic)
         .unwrap()
         .kafka_client(client)
         .required_acks(acks)
         .partition_rule("*.*", PartitionRule::IndexValue)
-        .unwrap()
+        .unwrap();
+    let params = std::env::var("CHANGEFEED_BENCH_KAFKA_PARAMS").unwrap_or_default();
+    for pair in params.split('&').filter(|p| !p.trim().is_empty()) {
+        let (name, value) = pair.split_once('=').expect("name=value");
+        config = config.param(name.trim(), value.trim()).expect("a valid parameter");
+    }
+    config
 }
 
 /// One Kafka run: `rows / producers` rows from each of `producers` threads (one table
