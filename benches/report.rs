@@ -1056,6 +1056,58 @@ struct KafkaRunResult {
     line: String,
 }
 
+/// CPU time so far: the machine's busy and idle jiffies (`/proc/stat`, every core) and
+/// this process's user + system ticks (`/proc/self/stat`).
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    own: u64,
+}
+
+impl CpuTimes {
+    fn now() -> CpuTimes {
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+        let busy = cpu.iter().take(8).sum::<u64>().saturating_sub(idle);
+        let own = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the command's closing parenthesis; utime, stime are 14, 15.
+                let rest = s.rsplit_once(')')?.1.to_string();
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                Some(f.iter().sum())
+            })
+            .unwrap_or(0);
+        CpuTimes { busy, idle, own }
+    }
+
+    /// Since `before`: the machine's idle share, and this process's CPU seconds
+    /// (ticks of 1/100 s, Linux's `USER_HZ`).
+    fn since(self, before: CpuTimes) -> (f64, f64) {
+        let busy = self.busy.saturating_sub(before.busy) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        (
+            idle / (busy + idle).max(1.0),
+            self.own.saturating_sub(before.own) as f64 / 100.0,
+        )
+    }
+}
+
 fn kafka(plan: &Plan) -> Section {
     let started = Instant::now();
     // Dropped — the broker killed — when this function returns or unwinds.
@@ -1123,7 +1175,7 @@ fn kafka(plan: &Plan) -> Section {
         libs: broker.libs(),
         bootstrap: bootstrap.clone(),
     };
-    let run = |p: KafkaPipeline, acks: RequiredAcks, acks_text: &str| -> KafkaRunResult {
+    let run_once = |p: KafkaPipeline, acks: RequiredAcks, acks_text: &str| -> KafkaRunResult {
         let topic = p.topic(acks_text);
         let ours = |client| {
             let (elapsed, acked) =
@@ -1169,6 +1221,21 @@ fn kafka(plan: &Plan) -> Section {
             KafkaPipeline::JavaTuned => java(JAVA_TUNED),
         }
     };
+    // Each run with the machine's idle share and this process's CPU seconds over it
+    // (for ProducerPerformance: JVM start and broker set-up included, our process idle).
+    let run = |p: KafkaPipeline, acks: RequiredAcks, acks_text: &str| {
+        let before = CpuTimes::now();
+        let r = run_once(p, acks, acks_text);
+        let (idle, own) = CpuTimes::now().since(before);
+        (
+            KafkaRunResult {
+                line: format!("{}; machine idle {:.0} %, our process {own:.2} CPU s", r.line, idle * 100.0),
+                ..r
+            },
+            idle,
+            own,
+        )
+    };
     // Warm-up, untimed: the broker's JIT and page cache, every client's first run.
     if plan.kafka_warmup {
         for &(acks, acks_text) in &KAFKA_ACKS {
@@ -1176,7 +1243,7 @@ fn kafka(plan: &Plan) -> Section {
                 if !plan.kafka_selected(p) {
                     continue;
                 }
-                let r = run(p, acks, acks_text);
+                let (r, _, _) = run(p, acks, acks_text);
                 eprintln!(
                     "report: Kafka warm-up, acks={acks_text}: {}: {} /s ({})",
                     p.title(),
@@ -1189,6 +1256,8 @@ fn kafka(plan: &Plan) -> Section {
     }
     // rates[acks][pipeline][round]; lines: every run's check.
     let mut rates = vec![vec![vec![f64::NAN; plan.kafka_reps]; KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut idles = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut own_cpu = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut lines = Vec::new();
     for round in 0..plan.kafka_reps {
         for (a, &(acks, acks_text)) in KAFKA_ACKS.iter().enumerate() {
@@ -1198,7 +1267,9 @@ fn kafka(plan: &Plan) -> Section {
                 if !plan.kafka_selected(p) {
                     continue;
                 }
-                let r = run(p, acks, acks_text);
+                let (r, idle, own) = run(p, acks, acks_text);
+                idles[a][i].push(idle);
+                own_cpu[a][i].push(own);
                 eprintln!(
                     "report: Kafka round {}/{}, acks={acks_text}: {}: {} /s ({})",
                     round + 1,
@@ -1298,7 +1369,11 @@ fn kafka(plan: &Plan) -> Section {
             );
             pipelines.insert(
                 p.key().into(),
-                json!({ "median": m, "min": lo, "max": hi, "runs": rates[a][i] }),
+                json!({
+                    "median": m, "min": lo, "max": hi, "runs": rates[a][i],
+                    "machine_idle_share_runs": idles[a][i],
+                    "our_process_cpu_secs_runs": own_cpu[a][i],
+                }),
             );
         }
         let mut ratios = serde_json::Map::new();
@@ -1361,6 +1436,41 @@ fn kafka(plan: &Plan) -> Section {
             "pipelines": pipelines,
             "ratios": ratios,
         }));
+    }
+    let _ = writeln!(
+        markdown,
+        "\nWhere the CPU went (medians over the rounds): the machine's idle share during the run \
+         (`/proc/stat`, both cores) and this process's CPU seconds (`/proc/self/stat`: the \
+         producers, the engine, the sink and librdkafka's threads for ours; librdkafka for the \
+         raw loop; nothing for ProducerPerformance, a JVM of its own, whose runs include its \
+         start). The broker's JVM takes the rest.\n"
+    );
+    let mut header = "| acks |".to_string();
+    let mut rule = "|---|".to_string();
+    for p in KAFKA_PIPELINES {
+        let _ = write!(header, " {}: idle / our CPU s |", p.title());
+        rule.push_str("---|");
+    }
+    let _ = writeln!(markdown, "{header}\n{rule}");
+    for (a, &(_, acks_text)) in KAFKA_ACKS.iter().enumerate() {
+        let mut line = format!("| {acks_text} |");
+        for i in 0..KAFKA_PIPELINES.len() {
+            let _ = write!(
+                line,
+                " {:.0} % / {:.2} |",
+                median(idles[a][i].clone()) * 100.0,
+                median(own_cpu[a][i].clone())
+            );
+        }
+        let _ = writeln!(markdown, "{line}");
+    }
+    if let Ok(params) = std::env::var("CHANGEFEED_BENCH_KAFKA_PARAMS") {
+        if !params.trim().is_empty() {
+            let _ = writeln!(
+                markdown,
+                "\n**`CHANGEFEED_BENCH_KAFKA_PARAMS={params}`: not the default settings.**"
+            );
+        }
     }
     Section {
         markdown,
