@@ -1306,8 +1306,8 @@ fn kafka(plan: &Plan) -> Section {
          messages, encoded beforehand by our sink's encoder ({raw_size:.1} bytes key + value on \
          average) to the partitions our sink picks, with exactly the librdkafka properties our \
          client sets (`KafkaSinkConfig::librdkafka_properties`: idempotence with acks -1, \
-         `linger.ms` 2, queue bounds 2 × a flush …), `poll(0)` after each send, `poll(1 ms)` on \
-         `QueueFull`; timed from the first send until every message had its delivery report \
+         `linger.ms` 2, queue bounds 2 × a flush …), `poll(0)` after each send, `poll(0)` and a 200 µs \
+         sleep on `QueueFull`; timed from the first send until every message had its delivery report \
          (checked): librdkafka's own ceiling here, with no engine in front. \
          *ProducerPerformance*: Kafka's `org.apache.kafka.tools.ProducerPerformance`, the same \
          number of records of {size} bytes (our average encoded message: key + value of \

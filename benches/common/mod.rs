@@ -537,18 +537,19 @@ impl ProducerContext for Counting {
     }
 }
 
-/// How long the raw loop waits in one `poll` when librdkafka's queue is full, and
-/// between two looks at the delivery count at the end.
-const RAW_POLL: Duration = Duration::from_millis(1);
+/// How long the raw loop sleeps when librdkafka's queue is full, or at the end when a
+/// non-blocking `poll` served no report. Not `poll(1 ms)`: rdkafka's `poll(t)` hands
+/// librdkafka the time left in whole milliseconds, so a 1 ms poll is a busy loop.
+const RAW_IDLE: Duration = Duration::from_micros(200);
 
 /// The raw librdkafka anchor: a `BaseProducer` with exactly the properties our
 /// librdkafka client sets for this topic and `acks` (`librdkafka_properties` of the
 /// same [`kafka_config`]: idempotence with acks -1, linger, queue bounds …) sends
 /// `messages` to `topic` in one loop — no engine, no flushes, no waiting between
 /// requests: `send`, `poll(0)` after each (librdkafka's own producer example), and on
-/// `QueueFull` `poll(1 ms)` and again. Timed from the first send until every message has
-/// its delivery report (polled every 1 ms, not with `flush`, whose 100 ms polls would
-/// add up to 100 ms). The producer is created and has the topic's metadata before.
+/// `QueueFull` `poll(0)`, a 200 µs sleep and again. Timed from the first send until every
+/// message has its delivery report (non-blocking polls, a 200 µs sleep when one served
+/// nothing; not `flush`, whose 100 ms polls would add up to 100 ms). The producer is created and has the topic's metadata before.
 /// Returns the elapsed time and the messages delivered (all of them, checked).
 pub fn raw_rdkafka_run(
     bootstrap: &str,
@@ -583,7 +584,8 @@ pub fn raw_rdkafka_run(
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    producer.poll(RAW_POLL);
+                    producer.poll(Duration::ZERO);
+                    thread::sleep(RAW_IDLE);
                 }
                 Err((e, _)) => panic!("raw producer send: {e}"),
             }
@@ -592,9 +594,14 @@ pub fn raw_rdkafka_run(
     }
     let deadline = Instant::now() + KAFKA_FLUSH_TIMEOUT;
     let ctx = producer.context();
-    while ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < n {
+    let reported = || ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed);
+    while reported() < n {
         assert!(Instant::now() < deadline, "raw producer: reports missing");
-        producer.poll(RAW_POLL);
+        let before = reported();
+        producer.poll(Duration::ZERO);
+        if reported() == before {
+            thread::sleep(RAW_IDLE);
+        }
     }
     let elapsed = start.elapsed();
     let delivered = ctx.delivered.load(Ordering::Relaxed);
