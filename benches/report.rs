@@ -192,7 +192,11 @@ impl Plan {
             .ok()
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
-        let count = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let count = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
         let plan = if quick {
             Plan {
                 quick,
@@ -1229,7 +1233,11 @@ fn kafka(plan: &Plan) -> Section {
         let (idle, own) = CpuTimes::now().since(before);
         (
             KafkaRunResult {
-                line: format!("{}; machine idle {:.0} %, our process {own:.2} CPU s", r.line, idle * 100.0),
+                line: format!(
+                    "{}; machine idle {:.0} %, our process {own:.2} CPU s",
+                    r.line,
+                    idle * 100.0
+                ),
                 ..r
             },
             idle,
@@ -1255,7 +1263,8 @@ fn kafka(plan: &Plan) -> Section {
         eprintln!("report: Kafka warm-up round done");
     }
     // rates[acks][pipeline][round]; lines: every run's check.
-    let mut rates = vec![vec![vec![f64::NAN; plan.kafka_reps]; KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut rates =
+        vec![vec![vec![f64::NAN; plan.kafka_reps]; KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut idles = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut own_cpu = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut lines = Vec::new();

@@ -405,7 +405,9 @@ pub fn kafka_config(
     let params = std::env::var("CHANGEFEED_BENCH_KAFKA_PARAMS").unwrap_or_default();
     for pair in params.split('&').filter(|p| !p.trim().is_empty()) {
         let (name, value) = pair.split_once('=').expect("name=value");
-        config = config.param(name.trim(), value.trim()).expect("a valid parameter");
+        config = config
+            .param(name.trim(), value.trim())
+            .expect("a valid parameter");
     }
     config
 }
