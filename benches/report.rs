@@ -1263,8 +1263,7 @@ fn kafka(plan: &Plan) -> Section {
         eprintln!("report: Kafka warm-up round done");
     }
     // rates[acks][pipeline][round]; lines: every run's check.
-    let mut rates =
-        vec![vec![vec![f64::NAN; plan.kafka_reps]; KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut rates = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut idles = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut own_cpu = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
     let mut lines = Vec::new();
@@ -1287,7 +1286,7 @@ fn kafka(plan: &Plan) -> Section {
                     thousands(r.rate),
                     r.line
                 );
-                rates[a][i][round] = r.rate;
+                rates[a][i].push(r.rate);
                 lines.push(json!({
                     "round": round + 1, "acks": acks_text, "pipeline": p.key(),
                     "rate": r.rate, "line": r.line,
