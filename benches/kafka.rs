@@ -41,7 +41,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use changefeed::sink::kafka::{RequiredAcks, DEFAULT_CONNECTIONS};
+use changefeed::sink::kafka::{ClientKind, RequiredAcks};
 use common::{kafka_run, median, ProducerPerformance};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use kafka_support::{read_all, Broker, KAFKA_3};
@@ -136,7 +136,7 @@ fn average_size(bootstrap: &str) -> usize {
             RequiredAcks::All,
             PRODUCERS,
             SAMPLE_ROWS,
-            DEFAULT_CONNECTIONS,
+            ClientKind::Librdkafka,
         );
         let messages = read_all(
             bootstrap,
@@ -178,7 +178,7 @@ fn kafka_sink(c: &mut Criterion) {
                             acks,
                             PRODUCERS,
                             rows,
-                            DEFAULT_CONNECTIONS,
+                            ClientKind::Librdkafka,
                         );
                         OUR_RUNS
                             .lock()

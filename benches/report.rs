@@ -2,7 +2,7 @@
 //! machine, printed as a markdown table and written to `target/perf-report.md` and
 //! `target/perf-report.json`.
 //!
-//! Run: `cargo bench --bench report` (about 4 minutes on the 2-core development machine,
+//! Run: `cargo bench --bench report` (about 15 minutes on the 2-core development machine,
 //! plus the build; it starts a real Kafka 3.9 broker, so it needs what `cargo test` needs:
 //! Java 17 and Maven). The trial counts are the constants below.
 //!
@@ -37,21 +37,31 @@
 //!    [`MEMORY_WINDOW`]; RSS (`/proc/self/statm`) and `status().in_flight_bytes` are
 //!    sampled every [`MEMORY_SAMPLE_EVERY`]. Growth is measured from the RSS just before
 //!    the failure.
-//! 4. **Kafka.** A single-node Kafka 3.9 broker (`tests/support/kafka.rs`) on loopback;
-//!    our sink (`common::kafka_run`, the `kafka` bench's run: [`KAFKA_PRODUCERS`]
-//!    producers, canal-json, [`KAFKA_PARTITIONS`] partitions; with the default
-//!    `connections` and with one, which shows what sending a request's partitions on
-//!    several connections at once buys) and Kafka's
-//!    `org.apache.kafka.tools.ProducerPerformance` (`common::ProducerPerformance`: the JVM
-//!    options of `kafka-producer-perf-test.sh`) writing the same number of records, each
-//!    of our average encoded message size (measured by reading back a sample our sink
-//!    wrote), with acks -1 and 1; ProducerPerformance with Kafka's producer defaults and
-//!    with `batch.size=1048576 linger.ms=5` (batching closer to our sink's). One untimed
-//!    round (ours, and ProducerPerformance with defaults, per acks: the broker warms up),
-//!    then [`KAFKA_REPS`] repetitions, all interleaved (order rotated every repetition);
-//!    medians. Java's figure is its own (JVM warm-up
-//!    included). The broker is killed at the end of the section, also when it panics
-//!    (and by the harness's watchdog if the process dies).
+//! 4. **Kafka** (issue 10, item 7: steady state). A single-node Kafka 3.9 broker
+//!    (`tests/support/kafka.rs`) on loopback, [`KAFKA_PARTITIONS`] partitions per topic,
+//!    [`KAFKA_ROWS`] records per run of every pipeline, per acks (-1 and 1):
+//!    * *ours, librdkafka* and *ours, kafka-rust*: `common::kafka_run` (the `kafka`
+//!      bench's run): [`KAFKA_PRODUCERS`] producer threads through the engine and our
+//!      sink (canal-json, `IndexValue` partitioning, default settings) on each client,
+//!      from the first send to the end of the flush, every row acked (checked);
+//!    * *raw rdkafka*: `common::raw_rdkafka_run`, a bare `BaseProducer` loop with the
+//!      librdkafka properties our client sets (`KafkaSinkConfig::librdkafka_properties`)
+//!      sending the same messages, encoded beforehand by our sink's encoder, to the
+//!      partitions our sink picks — the client's own ceiling with no engine in front;
+//!      every delivery report counted (checked);
+//!    * Kafka's `org.apache.kafka.tools.ProducerPerformance` (`common::ProducerPerformance`:
+//!      the JVM options of `kafka-producer-perf-test.sh`) writing as many records of our
+//!      average encoded message size (measured by reading back a sample our sink wrote),
+//!      with Kafka's producer defaults and tuned (`linger.ms=5 batch.size=1048576`); its
+//!      own figure (JIT warm-up included, JVM start not), every record sent (checked).
+//!
+//!    One untimed warm-up round of everything, then [`KAFKA_REPS`] rounds, each running
+//!    every pipeline once per acks, the order rotated every round; medians and min–max.
+//!    Targets: ours on librdkafka ≥ [`TARGET_KAFKA_VS_TUNED_JAVA`]× tuned
+//!    ProducerPerformance and ≥ [`TARGET_KAFKA_VS_RAW`]× raw rdkafka, both acks; kafka-rust
+//!    reported alongside. The broker deletes old segments as the section runs
+//!    ([`KAFKA_BROKER_CONFIG`]); it is killed at the end of the section, also when it
+//!    panics (and by the harness's watchdog if the process dies). About 10 minutes.
 //!
 //! A section that fails (panics) is reported as failed; the others still run, the files
 //! are still written, and the process then exits with status 1.
@@ -75,7 +85,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use changefeed::codec::CanalJson;
-use changefeed::sink::kafka::{RequiredAcks, DEFAULT_CONNECTIONS};
+use changefeed::sink::kafka::{ClientKind, RequiredAcks, DEFAULT_CONNECTIONS};
 use changefeed::sink::{Batch, BlackholeSink, Encoder, FileSink, Sink};
 use changefeed::{DispatcherManager, DEFAULT_CHANNEL_CAPACITY, MAX_BATCH_EVENTS};
 use common::{
@@ -105,27 +115,23 @@ const MEMORY_PRODUCERS: usize = 64;
 const MEMORY_WINDOW: Duration = Duration::from_secs(10);
 /// Sampling period of RSS and in-flight bytes.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// Rows per Kafka run (ours and ProducerPerformance's records).
-const KAFKA_ROWS: usize = 200_000;
+/// Records per Kafka run, every pipeline (ours: rows; at ~250k/s about 4 s a run).
+const KAFKA_ROWS: usize = 1_000_000;
 /// Our producer threads (one table each) in the Kafka runs.
 const KAFKA_PRODUCERS: usize = 4;
 /// Partitions of every Kafka topic.
 const KAFKA_PARTITIONS: u32 = 4;
 /// Rows of the sample that measures our average encoded message size.
 const KAFKA_SAMPLE_ROWS: usize = 4_000;
-/// Repetitions of the Kafka section (each: ours and every Java configuration, per acks).
+/// Timed rounds of the Kafka section (each: every pipeline once per acks), after one
+/// untimed warm-up round.
 const KAFKA_REPS: usize = 5;
 /// The acks settings: ours, ProducerPerformance's `acks=`.
 const KAFKA_ACKS: [(RequiredAcks, &str); 2] = [(RequiredAcks::All, "-1"), (RequiredAcks::One, "1")];
-/// The ProducerPerformance configurations: Kafka's producer defaults (3.9: `batch.size`
-/// 16 KiB, `linger.ms` 0), and batching like our sink's (large requests).
-const JAVA_CONFIGS: [(&str, &[&str]); 2] = [
-    ("defaults", &[]),
-    (
-        "batch.size=1MiB linger.ms=5",
-        &["batch.size=1048576", "linger.ms=5"],
-    ),
-];
+/// ProducerPerformance with Kafka's producer defaults.
+const JAVA_DEFAULTS: &[&str] = &[];
+/// ProducerPerformance tuned for throughput: large batches, a short linger.
+const JAVA_TUNED: &[&str] = &["linger.ms=5", "batch.size=1048576"];
 
 // ---- Targets (issue 6) ----
 
@@ -143,8 +149,10 @@ fn target_released_ms(dispatchers: usize) -> f64 {
 }
 /// RSS growth after the failure, bytes.
 const TARGET_RSS_GROWTH: u64 = 1 << 20;
-/// Our Kafka sink / ProducerPerformance.
-const TARGET_KAFKA_RATIO: f64 = 1.0;
+/// Our sink on librdkafka / tuned ProducerPerformance (issue 10, item 7).
+const TARGET_KAFKA_VS_TUNED_JAVA: f64 = 1.2;
+/// Our sink on librdkafka / the raw rdkafka loop (issue 10, item 7).
+const TARGET_KAFKA_VS_RAW: f64 = 0.9;
 
 /// The counts actually used: the constants, or a tiny smoke run.
 #[derive(Clone)]
@@ -158,6 +166,10 @@ struct Plan {
     kafka_reps: usize,
     /// One untimed Kafka round (ours and ProducerPerformance per acks) first.
     kafka_warmup: bool,
+    /// `CHANGEFEED_REPORT_KAFKA_PIPELINES`: the Kafka pipelines to run (keys; all when
+    /// `None`), for profiling one against another. Ratios with a pipeline left out are
+    /// not measured.
+    kafka_pipelines: Option<Vec<String>>,
     /// `CHANGEFEED_REPORT_ONLY`: the section keys to run (all when `None`).
     only: Option<Vec<String>>,
 }
@@ -176,7 +188,16 @@ impl Plan {
             .ok()
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
-        if quick {
+        let kafka_pipelines = std::env::var("CHANGEFEED_REPORT_KAFKA_PIPELINES")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|k| k.trim().to_string()).collect());
+        let count = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let plan = if quick {
             Plan {
                 quick,
                 throughput_rows: 512 * 20,
@@ -186,6 +207,7 @@ impl Plan {
                 kafka_rows: 20_000,
                 kafka_reps: 1,
                 kafka_warmup: false,
+                kafka_pipelines,
                 only: only.clone(),
             }
         } else {
@@ -198,9 +220,22 @@ impl Plan {
                 kafka_rows: KAFKA_ROWS,
                 kafka_reps: KAFKA_REPS,
                 kafka_warmup: true,
+                kafka_pipelines,
                 only,
             }
+        };
+        // `CHANGEFEED_REPORT_KAFKA_ROWS` / `_ROUNDS` override the Kafka counts (profiling).
+        Plan {
+            kafka_rows: count("CHANGEFEED_REPORT_KAFKA_ROWS").unwrap_or(plan.kafka_rows),
+            kafka_reps: count("CHANGEFEED_REPORT_KAFKA_ROUNDS").unwrap_or(plan.kafka_reps),
+            ..plan
         }
+    }
+
+    fn kafka_selected(&self, p: KafkaPipeline) -> bool {
+        self.kafka_pipelines
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == p.key()))
     }
 }
 
@@ -959,18 +994,135 @@ fn memory_after_failure(plan: &Plan) -> Section {
 
 // ---- 4. Kafka ----
 
+/// The pipelines of the Kafka section, in their base order (each round rotates it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KafkaPipeline {
+    /// The engine and our sink on the librdkafka client (the default).
+    OursLibrdkafka,
+    /// The engine and our sink on the kafka-rust client.
+    OursKafkaRust,
+    /// A bare rdkafka `BaseProducer` loop with our client's settings, no engine.
+    RawRdkafka,
+    /// `ProducerPerformance`, Kafka's producer defaults.
+    JavaDefaults,
+    /// `ProducerPerformance`, `batch.size=1048576 linger.ms=5`.
+    JavaTuned,
+}
+
+const KAFKA_PIPELINES: [KafkaPipeline; 5] = [
+    KafkaPipeline::OursLibrdkafka,
+    KafkaPipeline::OursKafkaRust,
+    KafkaPipeline::RawRdkafka,
+    KafkaPipeline::JavaDefaults,
+    KafkaPipeline::JavaTuned,
+];
+
+impl KafkaPipeline {
+    fn key(self) -> &'static str {
+        match self {
+            KafkaPipeline::OursLibrdkafka => "ours_librdkafka",
+            KafkaPipeline::OursKafkaRust => "ours_kafka_rust",
+            KafkaPipeline::RawRdkafka => "raw_rdkafka",
+            KafkaPipeline::JavaDefaults => "producer_performance_defaults",
+            KafkaPipeline::JavaTuned => "producer_performance_tuned",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            KafkaPipeline::OursLibrdkafka => "ours, librdkafka",
+            KafkaPipeline::OursKafkaRust => "ours, kafka-rust",
+            KafkaPipeline::RawRdkafka => "raw rdkafka `BaseProducer`",
+            KafkaPipeline::JavaDefaults => "ProducerPerformance, defaults",
+            KafkaPipeline::JavaTuned => "ProducerPerformance, `linger.ms=5 batch.size=1048576`",
+        }
+    }
+
+    /// The topic of this pipeline's runs with `acks`.
+    fn topic(self, acks: &str) -> String {
+        format!("report-{}-acks{acks}", self.key().replace('_', "-"))
+    }
+}
+
+/// Broker settings for the Kafka section: every run writes ~0.5 GB, so old segments are
+/// deleted while the section runs (the same for every pipeline) instead of piling up
+/// tens of GB on the disk.
+const KAFKA_BROKER_CONFIG: [(&str, &str); 3] = [
+    ("log.segment.bytes", "67108864"),
+    ("log.retention.bytes", "268435456"),
+    ("log.retention.check.interval.ms", "5000"),
+];
+
+/// What a Kafka run measured: records (rows) per second, and what was checked.
+struct KafkaRunResult {
+    rate: f64,
+    /// ProducerPerformance's final line, or how the count was checked.
+    line: String,
+}
+
+/// CPU time so far: the machine's busy and idle jiffies (`/proc/stat`, every core) and
+/// this process's user + system ticks (`/proc/self/stat`).
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    own: u64,
+}
+
+impl CpuTimes {
+    fn now() -> CpuTimes {
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+        let busy = cpu.iter().take(8).sum::<u64>().saturating_sub(idle);
+        let own = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the command's closing parenthesis; utime, stime are 14, 15.
+                let rest = s.rsplit_once(')')?.1.to_string();
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                Some(f.iter().sum())
+            })
+            .unwrap_or(0);
+        CpuTimes { busy, idle, own }
+    }
+
+    /// Since `before`: the machine's idle share, and this process's CPU seconds
+    /// (ticks of 1/100 s, Linux's `USER_HZ`).
+    fn since(self, before: CpuTimes) -> (f64, f64) {
+        let busy = self.busy.saturating_sub(before.busy) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        (
+            idle / (busy + idle).max(1.0),
+            self.own.saturating_sub(before.own) as f64 / 100.0,
+        )
+    }
+}
+
 fn kafka(plan: &Plan) -> Section {
     let started = Instant::now();
     // Dropped — the broker killed — when this function returns or unwinds.
-    let broker = Broker::start(KAFKA_3);
+    let broker = Broker::start_with_config(KAFKA_3, &KAFKA_BROKER_CONFIG);
     let bootstrap = broker.bootstrap();
     let sample_topic = "report-sample".to_string();
-    let ours_topic = |acks: &str| format!("report-ours-acks{acks}");
-    let java_topic = |acks: &str| format!("report-java-acks{acks}");
     let mut topics = vec![sample_topic.clone()];
     for (_, acks) in KAFKA_ACKS {
-        topics.push(ours_topic(acks));
-        topics.push(java_topic(acks));
+        for p in KAFKA_PIPELINES {
+            topics.push(p.topic(acks));
+        }
     }
     let refs: Vec<(&str, u32)> = topics
         .iter()
@@ -983,6 +1135,8 @@ fn kafka(plan: &Plan) -> Section {
         refs.len(),
         started.elapsed()
     );
+    // Our average encoded message, as the broker holds it: a sample our sink wrote, read
+    // back. ProducerPerformance's records get that size.
     let sample_rows = KAFKA_SAMPLE_ROWS.min(plan.kafka_rows);
     kafka_run(
         &bootstrap,
@@ -990,7 +1144,7 @@ fn kafka(plan: &Plan) -> Section {
         RequiredAcks::All,
         KAFKA_PRODUCERS,
         sample_rows,
-        DEFAULT_CONNECTIONS,
+        ClientKind::Librdkafka,
     );
     let messages = read_all(
         &bootstrap,
@@ -1001,161 +1155,330 @@ fn kafka(plan: &Plan) -> Section {
     assert_eq!(messages.len(), sample_rows, "sample read back");
     let sample_bytes: usize = messages.iter().map(|m| m.key.len() + m.value.len()).sum();
     let size = (sample_bytes as f64 / messages.len() as f64).round() as usize;
-    eprintln!("report: our average encoded Kafka message: {size} bytes");
+    let records = plan.kafka_rows / KAFKA_PRODUCERS * KAFKA_PRODUCERS;
+    // The raw loop's messages: the same rows, encoded by our sink's encoder once.
+    let raw_messages = common::encode_for_raw(
+        &bootstrap,
+        &KafkaPipeline::RawRdkafka.topic("-1"),
+        KAFKA_PRODUCERS,
+        records,
+        KAFKA_PARTITIONS,
+    );
+    assert_eq!(raw_messages.len(), records, "one message per row");
+    let raw_bytes: usize = raw_messages
+        .iter()
+        .map(|m| m.key.len() + m.value.len())
+        .sum();
+    let raw_size = raw_bytes as f64 / raw_messages.len() as f64;
+    eprintln!(
+        "report: our average encoded Kafka message: {size} bytes read back ({raw_size:.1} bytes in the raw loop's {} messages)",
+        raw_messages.len()
+    );
     let perf = common::ProducerPerformance {
         dir: broker.dir(),
         libs: broker.libs(),
         bootstrap: bootstrap.clone(),
     };
-    let records = plan.kafka_rows / KAFKA_PRODUCERS * KAFKA_PRODUCERS;
-    // ours[acks], ours_single[acks] (one connection), java[config][acks]: rows/s or
-    // records/s per run.
-    let mut ours = vec![Vec::new(); KAFKA_ACKS.len()];
-    let mut ours_single = vec![Vec::new(); KAFKA_ACKS.len()];
-    let mut java = vec![vec![Vec::new(); KAFKA_ACKS.len()]; JAVA_CONFIGS.len()];
-    let mut java_lines = Vec::new();
-    // Warm-up, untimed: the broker's JIT and page cache, our sink's first connections.
+    let run_once = |p: KafkaPipeline, acks: RequiredAcks, acks_text: &str| -> KafkaRunResult {
+        let topic = p.topic(acks_text);
+        let ours = |client| {
+            let (elapsed, acked) =
+                kafka_run(&bootstrap, &topic, acks, KAFKA_PRODUCERS, records, client);
+            KafkaRunResult {
+                rate: acked as f64 / elapsed.as_secs_f64(),
+                line: format!("{acked} rows acked in {:.3} s", elapsed.as_secs_f64()),
+            }
+        };
+        let java = |props: &[&str]| {
+            let run = perf.run(&topic, records, size, acks_text, props);
+            let sent = run
+                .line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<usize>().ok());
+            assert_eq!(
+                sent,
+                Some(records),
+                "ProducerPerformance sent every record: {}",
+                run.line
+            );
+            KafkaRunResult {
+                rate: run.records_per_sec,
+                line: run.line,
+            }
+        };
+        match p {
+            KafkaPipeline::OursLibrdkafka => ours(ClientKind::Librdkafka),
+            KafkaPipeline::OursKafkaRust => ours(ClientKind::KafkaRust),
+            KafkaPipeline::RawRdkafka => {
+                let (elapsed, delivered) =
+                    common::raw_rdkafka_run(&bootstrap, &topic, acks, &raw_messages);
+                KafkaRunResult {
+                    rate: delivered as f64 / elapsed.as_secs_f64(),
+                    line: format!(
+                        "{delivered} messages delivered in {:.3} s",
+                        elapsed.as_secs_f64()
+                    ),
+                }
+            }
+            KafkaPipeline::JavaDefaults => java(JAVA_DEFAULTS),
+            KafkaPipeline::JavaTuned => java(JAVA_TUNED),
+        }
+    };
+    // Each run with the machine's idle share and this process's CPU seconds over it
+    // (for ProducerPerformance: JVM start and broker set-up included, our process idle).
+    let run = |p: KafkaPipeline, acks: RequiredAcks, acks_text: &str| {
+        let before = CpuTimes::now();
+        let r = run_once(p, acks, acks_text);
+        let (idle, own) = CpuTimes::now().since(before);
+        (
+            KafkaRunResult {
+                line: format!(
+                    "{}; machine idle {:.0} %, our process {own:.2} CPU s",
+                    r.line,
+                    idle * 100.0
+                ),
+                ..r
+            },
+            idle,
+            own,
+        )
+    };
+    // Warm-up, untimed: the broker's JIT and page cache, every client's first run.
     if plan.kafka_warmup {
         for &(acks, acks_text) in &KAFKA_ACKS {
-            kafka_run(
-                &bootstrap,
-                &ours_topic(acks_text),
-                acks,
-                KAFKA_PRODUCERS,
-                records,
-                DEFAULT_CONNECTIONS,
-            );
-            perf.run(
-                &java_topic(acks_text),
-                records,
-                size,
-                acks_text,
-                JAVA_CONFIGS[0].1,
-            );
+            for p in KAFKA_PIPELINES {
+                if !plan.kafka_selected(p) {
+                    continue;
+                }
+                let (r, _, _) = run(p, acks, acks_text);
+                eprintln!(
+                    "report: Kafka warm-up, acks={acks_text}: {}: {} /s ({})",
+                    p.title(),
+                    thousands(r.rate),
+                    r.line
+                );
+            }
         }
         eprintln!("report: Kafka warm-up round done");
     }
-    // Per repetition and acks: ours (slot 0: default connections; slot 1: one) and each
-    // Java configuration (slots 2..), in an order rotated every repetition.
-    let slots = 2 + JAVA_CONFIGS.len();
-    for rep in 0..plan.kafka_reps {
+    // rates[acks][pipeline][round]; lines: every run's check.
+    let mut rates = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut idles = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut own_cpu = vec![vec![Vec::new(); KAFKA_PIPELINES.len()]; KAFKA_ACKS.len()];
+    let mut lines = Vec::new();
+    for round in 0..plan.kafka_reps {
         for (a, &(acks, acks_text)) in KAFKA_ACKS.iter().enumerate() {
-            for k in 0..slots {
-                let slot = (k + rep) % slots;
-                if slot < 2 {
-                    let connections = if slot == 0 { DEFAULT_CONNECTIONS } else { 1 };
-                    let (elapsed, acked) = kafka_run(
-                        &bootstrap,
-                        &ours_topic(acks_text),
-                        acks,
-                        KAFKA_PRODUCERS,
-                        records,
-                        connections,
-                    );
-                    let rate = acked as f64 / elapsed.as_secs_f64();
-                    [&mut ours, &mut ours_single][slot][a].push(rate);
-                    eprintln!(
-                        "report: Kafka repetition {}/{}, acks={acks_text}: ours, {connections} connection(s), {} rows/s",
-                        rep + 1,
-                        plan.kafka_reps,
-                        thousands(rate)
-                    );
-                } else {
-                    let c = slot - 2;
-                    let (config, props) = JAVA_CONFIGS[c];
-                    let run = perf.run(&java_topic(acks_text), records, size, acks_text, props);
-                    eprintln!(
-                        "report: Kafka repetition {}/{}, acks={acks_text}: ProducerPerformance ({config}): {}",
-                        rep + 1,
-                        plan.kafka_reps,
-                        run.line
-                    );
-                    java[c][a].push(run.records_per_sec);
-                    java_lines.push(json!({
-                        "repetition": rep + 1, "acks": acks_text, "config": config, "line": run.line,
-                    }));
+            for k in 0..KAFKA_PIPELINES.len() {
+                let i = (k + round) % KAFKA_PIPELINES.len();
+                let p = KAFKA_PIPELINES[i];
+                if !plan.kafka_selected(p) {
+                    continue;
                 }
+                let (r, idle, own) = run(p, acks, acks_text);
+                idles[a][i].push(idle);
+                own_cpu[a][i].push(own);
+                eprintln!(
+                    "report: Kafka round {}/{}, acks={acks_text}: {}: {} /s ({})",
+                    round + 1,
+                    plan.kafka_reps,
+                    p.title(),
+                    thousands(r.rate),
+                    r.line
+                );
+                rates[a][i].push(r.rate);
+                lines.push(json!({
+                    "round": round + 1, "acks": acks_text, "pipeline": p.key(),
+                    "rate": r.rate, "line": r.line,
+                }));
             }
         }
     }
     drop(broker);
 
+    let idx = |p: KafkaPipeline| KAFKA_PIPELINES.iter().position(|&q| q == p).unwrap();
+    let (ours_i, rust_i, raw_i, tuned_i) = (
+        idx(KafkaPipeline::OursLibrdkafka),
+        idx(KafkaPipeline::OursKafkaRust),
+        idx(KafkaPipeline::RawRdkafka),
+        idx(KafkaPipeline::JavaTuned),
+    );
     let mut markdown = format!(
-        "Kafka {KAFKA_3}, one broker on loopback (same machine), {KAFKA_PARTITIONS} partitions per \
-         topic. Ours: {} rows (~200 bytes) from {KAFKA_PRODUCERS} producer threads through the \
-         engine and the Kafka sink (canal-json, `IndexValue` partitioning), from the first send \
-         to the end of the flush. ProducerPerformance: the same number of records of {size} \
-         bytes (our average encoded message: key + value of {sample_rows} messages our sink \
-         wrote, read back), `--throughput -1`, the JVM options of `kafka-producer-perf-test.sh`; \
-         its own figure (JVM warm-up included). Ours with {DEFAULT_CONNECTIONS} producer \
-         connections (the default `connections`: each request's partitions split across them, \
-         sent at once) and with 1 (one request in flight, the `kafka` crate's own way). Median of \
-         {} runs each, all interleaved.\n\n",
+        "Kafka {KAFKA_3}, one broker on loopback (same machine, sharing its {} cores with every \
+         producer), {KAFKA_PARTITIONS} partitions per topic, one topic per pipeline and acks. \
+         Every run writes {} records. *Ours*: rows (~200 bytes) from {KAFKA_PRODUCERS} producer \
+         threads through the engine and the Kafka sink (canal-json, `IndexValue` partitioning, \
+         default settings), timed from the first send to the end of the flush, every row acked \
+         (checked); on the librdkafka client and on the kafka-rust client ({DEFAULT_CONNECTIONS} \
+         connections, its default). *Raw rdkafka*: one `BaseProducer` loop sending the same \
+         messages, encoded beforehand by our sink's encoder ({raw_size:.1} bytes key + value on \
+         average) to the partitions our sink picks, with exactly the librdkafka properties our \
+         client sets (`KafkaSinkConfig::librdkafka_properties`: idempotence with acks -1, \
+         `linger.ms` 2, queue bounds 2 × a flush …), `poll(0)` after each send, `poll(0)` and a 200 µs \
+         sleep on `QueueFull`; timed from the first send until every message had its delivery report \
+         (checked): librdkafka's own ceiling here, with no engine in front. \
+         *ProducerPerformance*: Kafka's `org.apache.kafka.tools.ProducerPerformance`, the same \
+         number of records of {size} bytes (our average encoded message: key + value of \
+         {sample_rows} messages our sink wrote, read back), `--throughput -1`, the JVM options \
+         of `kafka-producer-perf-test.sh`, with Kafka's producer defaults (3.9: `batch.size` \
+         16 KiB, `linger.ms` 0) and tuned (`linger.ms=5 batch.size=1048576`); \
+         its own figure (from its first send; JVM start excluded, JIT warm-up included), all \
+         {} records reported sent (checked). {} then {} rounds; in each round, per acks, every \
+         pipeline once, the order rotated every round. Median (min–max) over the rounds, \
+         records/s. Ratios: of the medians (in brackets the range of the same-round ratios).\n\n",
+        thread::available_parallelism().map_or(0, |n| n.get()),
         thousands(records as f64),
+        thousands(records as f64),
+        if plan.kafka_warmup {
+            "One untimed warm-up round of everything,"
+        } else {
+            "No warm-up round (quick mode),"
+        },
         plan.kafka_reps,
     );
-    let mut header = format!(
-        "| acks | ours rows/s | ours, 1 connection rows/s | {DEFAULT_CONNECTIONS} connections / 1 |"
-    );
-    let mut rule = "|---|---|---|---|".to_string();
-    for (config, _) in JAVA_CONFIGS {
-        header.push_str(&format!(
-            " ProducerPerformance ({config}) records/s | ours / Java (target ≥ {TARGET_KAFKA_RATIO}×) |"
-        ));
-        rule.push_str("---|---|");
+    let mut header = "| acks |".to_string();
+    let mut rule = "|---|".to_string();
+    for p in KAFKA_PIPELINES {
+        let _ = write!(header, " {} |", p.title());
+        rule.push_str("---|");
     }
+    header.push_str(&format!(
+        " librdkafka / tuned PP (target ≥ {TARGET_KAFKA_VS_TUNED_JAVA}×) | librdkafka / raw rdkafka (target ≥ {TARGET_KAFKA_VS_RAW}×) | kafka-rust / tuned PP | kafka-rust / raw rdkafka |"
+    ));
+    rule.push_str("---|---|---|---|");
     let _ = writeln!(markdown, "{header}\n{rule}");
     let mut targets = Vec::new();
     let mut entries = Vec::new();
+    // The ratio of the medians of pipelines `i` and `j`, and the range of their
+    // same-round ratios.
+    let ratio = |a: usize, i: usize, j: usize| {
+        let per_round: Vec<f64> = rates[a][i]
+            .iter()
+            .zip(&rates[a][j])
+            .map(|(x, y)| x / y)
+            .collect();
+        (
+            median(rates[a][i].clone()) / median(rates[a][j].clone()),
+            min_max(&per_round),
+        )
+    };
     for (a, &(_, acks_text)) in KAFKA_ACKS.iter().enumerate() {
-        let our_median = median(ours[a].clone());
-        let single_median = median(ours_single[a].clone());
-        let mut line = format!(
-            "| {acks_text} | {} | {} | {:.2}× |",
-            thousands(our_median),
-            thousands(single_median),
-            our_median / single_median
-        );
-        let mut configs = Vec::new();
-        for (c, (config, _)) in JAVA_CONFIGS.iter().enumerate() {
-            let java_median = median(java[c][a].clone());
-            let ratio = our_median / java_median;
-            let ok = ratio >= TARGET_KAFKA_RATIO;
+        let mut line = format!("| {acks_text} |");
+        let mut pipelines = serde_json::Map::new();
+        for (i, p) in KAFKA_PIPELINES.iter().enumerate() {
+            let m = median(rates[a][i].clone());
+            let (lo, hi) = min_max(&rates[a][i]);
             let _ = write!(
                 line,
-                " {} | **{ratio:.2}×** {} |",
-                thousands(java_median),
-                met(ok)
+                " {} ({}–{}) |",
+                thousands(m),
+                thousands(lo),
+                thousands(hi)
             );
-            targets.push(Target {
-                what: format!("Kafka, acks={acks_text}: our sink / ProducerPerformance ({config})"),
-                measured: format!(
-                    "{ratio:.2}× ({} / {} per s)",
-                    thousands(our_median),
-                    thousands(java_median)
-                ),
-                bound: format!("≥ {TARGET_KAFKA_RATIO}×"),
-                met: ok,
-            });
-            configs.push(json!({
-                "config": config,
-                "median_records_per_sec": java_median,
-                "runs_records_per_sec": java[c][a],
-                "ratio": ratio,
-                "target": TARGET_KAFKA_RATIO,
-                "met": ok,
-            }));
+            pipelines.insert(
+                p.key().into(),
+                json!({
+                    "median": m, "min": lo, "max": hi, "runs": rates[a][i],
+                    "machine_idle_share_runs": idles[a][i],
+                    "our_process_cpu_secs_runs": own_cpu[a][i],
+                }),
+            );
+        }
+        let mut ratios = serde_json::Map::new();
+        for (name, i, j, target) in [
+            (
+                "ours_librdkafka_vs_tuned_producer_performance",
+                ours_i,
+                tuned_i,
+                Some(TARGET_KAFKA_VS_TUNED_JAVA),
+            ),
+            (
+                "ours_librdkafka_vs_raw_rdkafka",
+                ours_i,
+                raw_i,
+                Some(TARGET_KAFKA_VS_RAW),
+            ),
+            (
+                "ours_kafka_rust_vs_tuned_producer_performance",
+                rust_i,
+                tuned_i,
+                None,
+            ),
+            ("ours_kafka_rust_vs_raw_rdkafka", rust_i, raw_i, None),
+        ] {
+            let (r, (lo, hi)) = ratio(a, i, j);
+            match target {
+                Some(t) => {
+                    let ok = r >= t;
+                    let _ = write!(line, " **{r:.2}×** ({lo:.2}–{hi:.2}) {} |", met(ok));
+                    targets.push(Target {
+                        what: format!(
+                            "Kafka, acks={acks_text}: ours on librdkafka / {}",
+                            KAFKA_PIPELINES[j].title()
+                        ),
+                        measured: format!(
+                            "{r:.2}× ({} / {} records/s, medians; same-round {lo:.2}–{hi:.2}×)",
+                            thousands(median(rates[a][i].clone())),
+                            thousands(median(rates[a][j].clone()))
+                        ),
+                        bound: format!("≥ {t}×"),
+                        met: ok,
+                    });
+                    ratios.insert(
+                        name.into(),
+                        json!({ "ratio": r, "same_round_min": lo, "same_round_max": hi, "target": t, "met": ok }),
+                    );
+                }
+                None => {
+                    let _ = write!(line, " {r:.2}× ({lo:.2}–{hi:.2}) |");
+                    ratios.insert(
+                        name.into(),
+                        json!({ "ratio": r, "same_round_min": lo, "same_round_max": hi }),
+                    );
+                }
+            }
         }
         let _ = writeln!(markdown, "{line}");
         entries.push(json!({
             "acks": acks_text,
-            "ours_median_rows_per_sec": our_median,
-            "ours_runs_rows_per_sec": ours[a],
-            "ours_connections": DEFAULT_CONNECTIONS,
-            "ours_one_connection_median_rows_per_sec": single_median,
-            "ours_one_connection_runs_rows_per_sec": ours_single[a],
-            "producer_performance": configs,
+            "pipelines": pipelines,
+            "ratios": ratios,
         }));
+    }
+    let _ = writeln!(
+        markdown,
+        "\nWhere the CPU went (medians over the rounds): the machine's idle share during the run \
+         (`/proc/stat`, both cores) and this process's CPU seconds (`/proc/self/stat`: the \
+         producers, the engine, the sink and librdkafka's threads for ours; librdkafka for the \
+         raw loop; nothing for ProducerPerformance, a JVM of its own, whose runs include its \
+         start). The broker's JVM takes the rest.\n"
+    );
+    let mut header = "| acks |".to_string();
+    let mut rule = "|---|".to_string();
+    for p in KAFKA_PIPELINES {
+        let _ = write!(header, " {}: idle / our CPU s |", p.title());
+        rule.push_str("---|");
+    }
+    let _ = writeln!(markdown, "{header}\n{rule}");
+    for (a, &(_, acks_text)) in KAFKA_ACKS.iter().enumerate() {
+        let mut line = format!("| {acks_text} |");
+        for i in 0..KAFKA_PIPELINES.len() {
+            let _ = write!(
+                line,
+                " {:.0} % / {:.2} |",
+                median(idles[a][i].clone()) * 100.0,
+                median(own_cpu[a][i].clone())
+            );
+        }
+        let _ = writeln!(markdown, "{line}");
+    }
+    if let Ok(params) = std::env::var("CHANGEFEED_BENCH_KAFKA_PARAMS") {
+        if !params.trim().is_empty() {
+            let _ = writeln!(
+                markdown,
+                "\n**`CHANGEFEED_BENCH_KAFKA_PARAMS={params}`: not the default settings.**"
+            );
+        }
     }
     Section {
         markdown,
@@ -1164,11 +1487,15 @@ fn kafka(plan: &Plan) -> Section {
             "partitions": KAFKA_PARTITIONS,
             "records": records,
             "our_producers": KAFKA_PRODUCERS,
+            "kafka_rust_connections": DEFAULT_CONNECTIONS,
             "record_size_bytes": size,
+            "raw_average_message_bytes": raw_size,
             "sample_rows": sample_rows,
-            "repetitions": plan.kafka_reps,
+            "warm_up_round": plan.kafka_warmup,
+            "rounds": plan.kafka_reps,
+            "broker_config": KAFKA_BROKER_CONFIG.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "by_acks": entries,
-            "producer_performance_lines": java_lines,
+            "runs": lines,
             "section_secs": started.elapsed().as_secs_f64(),
         }),
         targets,
@@ -1204,7 +1531,11 @@ const SECTIONS: [(&str, &str, SectionFn); 4] = [
         "3. Memory after the sink failed",
         memory_after_failure,
     ),
-    ("kafka", "4. Kafka: our sink vs ProducerPerformance", kafka),
+    (
+        "kafka",
+        "4. Kafka: our sink vs raw rdkafka and ProducerPerformance",
+        kafka,
+    ),
 ];
 
 /// Runs one section; a panic becomes a failed section (its message kept).

@@ -7,19 +7,26 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use changefeed::codec::CanalJson;
-use changefeed::sink::kafka::{KafkaSink, KafkaSinkConfig, PartitionRule, RequiredAcks};
-use changefeed::sink::{Batch, Batching, BlackholeSink, Encoder, Message, Sink};
+use changefeed::sink::kafka::{
+    ClientKind, KafkaSink, KafkaSinkConfig, PartitionRule, RequiredAcks,
+};
+use changefeed::sink::{Batch, Batching, BlackholeSink, Encoder, Message, PartitionChoice, Sink};
 use changefeed::{
     Column, DispatcherManager, Event, RowChange, TableName, Value, DEFAULT_CHANNEL_CAPACITY,
     MAX_BATCH_EVENTS,
 };
 use crossbeam_channel::{bounded, Receiver, TryRecvError};
 use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientConfig;
 
 /// `bench.t<i>`: the table of producer `i`.
 pub fn table(i: usize) -> TableName {
@@ -378,32 +385,51 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 /// Bound on the flush at the end of one Kafka run.
 pub const KAFKA_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The Kafka sink config every Kafka run uses: canal-json, `IndexValue` partitioning,
+/// `acks`, `client`; everything else the sink's defaults (kafka-rust with its default
+/// `connections`), unless `CHANGEFEED_BENCH_KAFKA_PARAMS` (`name=value&name=value`, URI
+/// parameters, e.g. `batch-bytes=16777216`) overrides some: for trying settings, the
+/// report's figures are with the defaults.
+pub fn kafka_config(
+    bootstrap: &str,
+    topic: &str,
+    acks: RequiredAcks,
+    client: ClientKind,
+) -> KafkaSinkConfig {
+    let mut config = KafkaSinkConfig::new([bootstrap], topic)
+        .unwrap()
+        .kafka_client(client)
+        .required_acks(acks)
+        .partition_rule("*.*", PartitionRule::IndexValue)
+        .unwrap();
+    let params = std::env::var("CHANGEFEED_BENCH_KAFKA_PARAMS").unwrap_or_default();
+    for pair in params.split('&').filter(|p| !p.trim().is_empty()) {
+        let (name, value) = pair.split_once('=').expect("name=value");
+        config = config
+            .param(name.trim(), value.trim())
+            .expect("a valid parameter");
+    }
+    config
+}
+
 /// One Kafka run: `rows / producers` rows from each of `producers` threads (one table
-/// each) through the engine and our sink (canal-json, `IndexValue` partitioning,
-/// `connections` producer connections) into `topic`, timed from the first send to the
-/// end of the flush (the sink's connections are made before). Returns the elapsed time
-/// and the events the sink acknowledged (all of them, checked).
+/// each) through the engine and our sink on `client` ([`kafka_config`]) into `topic`,
+/// timed from the first send to the end of the flush (the sink connected and read the
+/// topic's metadata before). Returns the elapsed time and the events the sink
+/// acknowledged (all of them, checked).
 pub fn kafka_run(
     bootstrap: &str,
     topic: &str,
     acks: RequiredAcks,
     producers: usize,
     rows: usize,
-    connections: usize,
+    client: ClientKind,
 ) -> (Duration, u64) {
-    let config = KafkaSinkConfig::new([bootstrap], topic)
-        .unwrap()
-        .required_acks(acks)
-        .connections(connections)
-        .unwrap()
-        .partition_rule("*.*", PartitionRule::IndexValue)
-        .unwrap();
+    let config = kafka_config(bootstrap, topic, acks, client);
     let manager = DispatcherManager::builder(format!("bench-{topic}"))
         .start(KafkaSink::new(config).expect("a valid kafka config"))
         .unwrap();
-    let tables: Vec<TableName> = (0..producers)
-        .map(|i| TableName::new("bench", format!("t{i}")))
-        .collect();
+    let tables: Vec<TableName> = (0..producers).map(table).collect();
     let dispatchers: Vec<_> = tables
         .iter()
         .map(|t| manager.add_dispatcher(t.clone()).unwrap())
@@ -429,6 +455,165 @@ pub fn kafka_run(
         "every row acked"
     );
     (elapsed, status.events_acked)
+}
+
+/// One message of the raw librdkafka loop, encoded beforehand by our sink's encoder.
+pub struct RawMessage {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Milliseconds, as our librdkafka client stamps it (the commit ts's physical part).
+    pub timestamp: i64,
+}
+
+/// The messages of one [`kafka_run`] (`rows / producers` rows of each of `producers`
+/// tables, the tables interleaved row by row), encoded by the encoder of the sink
+/// [`kafka_config`] builds, each with the partition our sink would pick among
+/// `partitions`.
+pub fn encode_for_raw(
+    bootstrap: &str,
+    topic: &str,
+    producers: usize,
+    rows: usize,
+    partitions: u32,
+) -> Vec<RawMessage> {
+    let sink = KafkaSink::new(kafka_config(
+        bootstrap,
+        topic,
+        RequiredAcks::All,
+        ClientKind::Librdkafka,
+    ))
+    .expect("a valid kafka config");
+    let encoder = sink.encoder();
+    let tables: Vec<TableName> = (0..producers).map(table).collect();
+    let per = rows / producers;
+    let mut out = Vec::with_capacity(per * producers);
+    let mut messages = Vec::new();
+    for ts in 1..=per as u64 {
+        for t in &tables {
+            messages.clear();
+            encoder
+                .encode(&Event::Row(row(t, ts)), &mut messages)
+                .expect("encode");
+            for m in messages.drain(..) {
+                let partition = match m.route.partition {
+                    PartitionChoice::Hash(h) => (h % u64::from(partitions)) as i32,
+                    PartitionChoice::Fixed(p) => p.clamp(0, partitions as i32 - 1),
+                    PartitionChoice::All => panic!("a row goes to one partition"),
+                };
+                out.push(RawMessage {
+                    partition,
+                    timestamp: changefeed::tso::physical_millis(m.commit_ts).min(i64::MAX as u64)
+                        as i64,
+                    key: m.key,
+                    value: m.value,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Counts the raw loop's delivery reports.
+#[derive(Default)]
+struct Counting {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first_error.lock().get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// How long the raw loop sleeps when librdkafka's queue is full, or at the end when a
+/// non-blocking `poll` served no report. Not `poll(1 ms)`: rdkafka's `poll(t)` hands
+/// librdkafka the time left in whole milliseconds, so a 1 ms poll is a busy loop.
+const RAW_IDLE: Duration = Duration::from_micros(200);
+
+/// The raw librdkafka anchor: a `BaseProducer` with exactly the properties our
+/// librdkafka client sets for this topic and `acks` (`librdkafka_properties` of the
+/// same [`kafka_config`]: idempotence with acks -1, linger, queue bounds …) sends
+/// `messages` to `topic` in one loop — no engine, no flushes, no waiting between
+/// requests: `send`, `poll(0)` after each (librdkafka's own producer example), and on
+/// `QueueFull` `poll(0)`, a 200 µs sleep and again. Timed from the first send until every
+/// message has its delivery report (non-blocking polls, a 200 µs sleep when one served
+/// nothing; not `flush`, whose 100 ms polls would add up to 100 ms). The producer is created and has the topic's metadata before.
+/// Returns the elapsed time and the messages delivered (all of them, checked).
+pub fn raw_rdkafka_run(
+    bootstrap: &str,
+    topic: &str,
+    acks: RequiredAcks,
+    messages: &[RawMessage],
+) -> (Duration, u64) {
+    let config = kafka_config(bootstrap, topic, acks, ClientKind::Librdkafka);
+    let mut client_config = ClientConfig::new();
+    for (k, v) in config.librdkafka_properties() {
+        client_config.set(k, v);
+    }
+    let producer: BaseProducer<Counting> = client_config
+        .create_with_context(Counting::default())
+        .expect("create the raw producer");
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("the raw producer's metadata");
+    let n = messages.len() as u64;
+    let start = Instant::now();
+    for m in messages {
+        let mut record = BaseRecord::to(topic)
+            .partition(m.partition)
+            .payload(&m.value[..])
+            .timestamp(m.timestamp);
+        if !m.key.is_empty() {
+            record = record.key(&m.key[..]);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::ZERO);
+                    thread::sleep(RAW_IDLE);
+                }
+                Err((e, _)) => panic!("raw producer send: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    let deadline = Instant::now() + KAFKA_FLUSH_TIMEOUT;
+    let ctx = producer.context();
+    let reported = || ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed);
+    while reported() < n {
+        assert!(Instant::now() < deadline, "raw producer: reports missing");
+        let before = reported();
+        producer.poll(Duration::ZERO);
+        if reported() == before {
+            thread::sleep(RAW_IDLE);
+        }
+    }
+    let elapsed = start.elapsed();
+    let delivered = ctx.delivered.load(Ordering::Relaxed);
+    assert_eq!(
+        delivered,
+        n,
+        "raw producer: every message delivered (first error: {:?})",
+        ctx.first_error.lock()
+    );
+    (elapsed, delivered)
 }
 
 /// Bound on one ProducerPerformance run (JVM start included).

@@ -36,9 +36,12 @@ use context::{Report, SinkContext};
 /// How long one metadata round of a connect waits before the client errors are looked
 /// at again.
 const METADATA_ROUND: Duration = Duration::from_millis(250);
-/// How long one `poll` waits for delivery reports before the interrupt is looked at
-/// again.
-const POLL_WAIT: Duration = Duration::from_millis(1);
+/// How long the sink thread sleeps when a non-blocking `poll` served no delivery report
+/// (woken early by the interrupt). Not `poll(1 ms)`: rdkafka's `poll(t)` loops until `t`
+/// has passed and hands librdkafka the time left in whole milliseconds, so its last
+/// millisecond — all of a 1 ms poll — is a busy loop of non-blocking polls, a core taken
+/// from the broker and librdkafka's own threads while the reports are awaited.
+const IDLE_WAIT: Duration = Duration::from_micros(200);
 /// Bits of a delivery opaque that hold the message's place in its request; the bits
 /// above hold the request's number.
 const PLACE_BITS: u32 = 40;
@@ -173,9 +176,14 @@ impl LibrdkafkaClient {
                 );
                 return Ok(());
             }
-            producer.poll(POLL_WAIT);
+            // One event (a delivery report covers many messages) without blocking.
+            producer.poll(Duration::ZERO);
             self.reports.clear();
             producer.context().take_reports(&mut self.reports);
+            if self.reports.is_empty() {
+                let _ = interrupt.sleep(IDLE_WAIT);
+                continue;
+            }
             for &(opaque, error) in &self.reports {
                 if opaque >> PLACE_BITS != request & ((1 << (64 - PLACE_BITS)) - 1) {
                     continue; // a late report of an earlier request
@@ -467,7 +475,8 @@ impl Client for LibrdkafkaClient {
                                     producer.purge(PurgeConfig::default().queue().inflight());
                                     return interrupt.check().map(|_| Vec::new());
                                 }
-                                producer.poll(POLL_WAIT);
+                                producer.poll(Duration::ZERO);
+                                let _ = interrupt.sleep(IDLE_WAIT);
                             }
                             Err((e, _)) => {
                                 results[place] = Some(Some(

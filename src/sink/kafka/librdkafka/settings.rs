@@ -105,6 +105,22 @@ pub(super) fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
     c
 }
 
+impl KafkaSinkConfig {
+    /// Every librdkafka property the librdkafka client sets for this config, as
+    /// (name, value) pairs: what [`client_config`] builds. For the performance report's
+    /// raw-librdkafka anchor (`benches/report.rs`), which must run with exactly the
+    /// client's settings; not part of the supported API. The pairs hold the SASL
+    /// password when there is one: never log them.
+    #[doc(hidden)]
+    pub fn librdkafka_properties(&self) -> Vec<(String, String)> {
+        client_config(self)
+            .config_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
