@@ -7,6 +7,11 @@
 //! its messages was confirmed), the retry budget with its backoff, isolating a message
 //! the broker refuses as too large, and the interrupt — lives in the sink
 //! ([`super::KafkaSink`]) and is the same for both.
+// Built without either client (no cargo feature), nothing implements the seam.
+#![cfg_attr(
+    not(any(feature = "librdkafka", feature = "kafka-rust")),
+    allow(dead_code)
+)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,6 +91,13 @@ pub(crate) trait Client: Send {
     /// The partition count of `topic`, or `None` when the client's metadata does not
     /// know it. Called after [`connect`](Client::connect) succeeded.
     fn partitions(&mut self, topic: &str) -> Result<std::result::Result<Option<i32>, Retry>>;
+
+    /// How many bytes of one partition's messages the sink puts into one
+    /// [`send`](Client::send), given `max-message-bytes`. The kafka crate sends each call
+    /// as one produce request, in which the broker checks each partition's whole set
+    /// against the topic's limit: `max_message_bytes`. librdkafka forms its own batches,
+    /// so one call may hand it a whole flush.
+    fn request_share(&self, max_message_bytes: usize) -> usize;
 
     /// Sends `slices` (messages of `pending`) as one request and answers with exactly
     /// one [`Outcome`] per slice, in order. Returns early, with `Err`, when `interrupt`

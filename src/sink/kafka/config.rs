@@ -184,6 +184,11 @@ const SASL_OTHER_REASON: &str = "only the SASL mechanisms plain, scram-sha-256 a
 /// Every setter validates its input and names the parameter in its error.
 #[derive(Clone, Debug)]
 pub struct KafkaSinkConfig {
+    // Read by the clients only (none is built without their cargo features).
+    #[cfg_attr(
+        not(any(feature = "librdkafka", feature = "kafka-rust")),
+        allow(dead_code)
+    )]
     pub(crate) brokers: Vec<String>,
     pub(crate) default_topic: String,
     pub(crate) protocol: Protocol,

@@ -420,12 +420,13 @@ impl Sink for KafkaSink {
         for (topic, partition, i) in targets {
             per_partition.entry((topic, partition)).or_default().push(i);
         }
-        let limit = self.config.max_message_bytes;
+        let limit = self.client.request_share(self.config.max_message_bytes);
         let mut queues: Vec<(TopicPartition, VecDeque<usize>)> = per_partition
             .into_iter()
             .map(|(k, v)| (k, v.into()))
             .collect();
-        // Each request takes, per partition, what fits under max-message-bytes.
+        // Each request takes, per partition, what fits in the client's share of a request
+        // (kafka-rust: max-message-bytes; librdkafka: all of it).
         while queues.iter().any(|(_, q)| !q.is_empty()) {
             let mut slices = Vec::new();
             for ((topic, partition), queue) in &mut queues {

@@ -46,6 +46,10 @@ impl KafkaRustClient {
 }
 
 impl Client for KafkaRustClient {
+    fn request_share(&self, max_message_bytes: usize) -> usize {
+        max_message_bytes
+    }
+
     fn connect(&mut self, interrupt: &Interrupt) -> Result<std::result::Result<(), Retry>> {
         if !self.connections.is_empty() {
             return Ok(Ok(()));

@@ -344,6 +344,11 @@ fn tls_detail(what: TlsFailure, checked: Option<&str>, reason: &str, protocol: &
 }
 
 impl Client for LibrdkafkaClient {
+    fn request_share(&self, _max_message_bytes: usize) -> usize {
+        // librdkafka batches per partition under `batch.size` / `message.max.bytes`.
+        usize::MAX
+    }
+
     fn connect(&mut self, interrupt: &Interrupt) -> Result<std::result::Result<(), Retry>> {
         if self.producer.is_some() {
             return Ok(Ok(()));

@@ -109,14 +109,21 @@ impl KafkaSinkConfig {
     /// Every librdkafka property the librdkafka client sets for this config, as
     /// (name, value) pairs: what [`client_config`] builds. For the performance report's
     /// raw-librdkafka anchor (`benches/report.rs`), which must run with exactly the
-    /// client's settings; not part of the supported API. The pairs hold the SASL
-    /// password when there is one: never log them.
+    /// client's settings; not part of the supported API. The SASL password (and any
+    /// other `*password*` property) is given as `[redacted]`.
     #[doc(hidden)]
     pub fn librdkafka_properties(&self) -> Vec<(String, String)> {
         client_config(self)
             .config_map()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| {
+                let v = if k.contains("password") {
+                    "[redacted]".to_string()
+                } else {
+                    v.to_string()
+                };
+                (k.to_string(), v)
+            })
             .collect()
     }
 }
