@@ -1,6 +1,8 @@
 //! What only the librdkafka client does, on real brokers: Kafka 4.4 and 3.9 round trips
 //! with record timestamps equal to the commit ts's milliseconds, lz4 and zstd read back,
-//! and no librdkafka thread or socket left after `close`.
+//! and no librdkafka thread or socket left after `close`; and with the broker killed
+//! while messages wait in librdkafka, `close` returns within its `close_timeout` (the
+//! client stops waiting and purges) and then no thread or socket is left either.
 //!
 //! Its own test binary: it counts the process's threads and sockets, so its tests run
 //! one after another inside one `#[test]`.
@@ -9,12 +11,12 @@
 mod kafka_support;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use changefeed::sink::kafka::{
     ClientKind, Compression, KafkaSink, KafkaSinkConfig, PartitionRule, Protocol,
 };
-use changefeed::{tso, Column, DispatcherManager, RowChange, TableName, Value};
+use changefeed::{tso, Column, DispatcherManager, Error, RowChange, TableName, Value};
 use kafka_support::{decode_canal_row, read_all, Broker, KAFKA_3, KAFKA_4};
 
 const TABLES: usize = 4;
@@ -121,16 +123,16 @@ fn round_trip(broker: &Broker, topic: &str, compression: Compression) -> Vec<Str
 
 /// Round trips with several compressions on one broker of `version`, and no thread or
 /// socket left behind by the client.
-fn on_broker(version: &str) {
-    let broker = Broker::start(version);
+fn on_broker(broker: &Broker) {
+    let version = broker.version().to_string();
     let slug = version.replace('.', "");
     // A first run warms up what the process keeps for good (test harness threads,
     // the allocator, the harness's own consumer); the baseline is taken after it.
-    round_trip(&broker, &format!("rd{slug}-warm"), Compression::None);
+    round_trip(broker, &format!("rd{slug}-warm"), Compression::None);
     let (threads_before, sockets_before) = (thread_names(), sockets());
     for compression in [Compression::Lz4, Compression::Zstd, Compression::Gzip] {
         let topic = format!("rd{slug}-{}", compression.name());
-        let running = round_trip(&broker, &topic, compression);
+        let running = round_trip(broker, &topic, compression);
         assert!(
             !running.is_empty(),
             "librdkafka's threads (rdk:…) exist while the changefeed runs"
@@ -148,8 +150,84 @@ fn on_broker(version: &str) {
     }
 }
 
+/// The close timeout of [`close_with_the_broker_gone`].
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// What `close` may take beyond its timeout (the interrupt reaching the sink thread,
+/// the watcher's report).
+const CLOSE_SLACK: Duration = Duration::from_secs(3);
+/// Bound for the sink thread to finish after a timed-out `close` (purge, destroy).
+const EXIT_WITHIN: Duration = Duration::from_secs(30);
+
+/// Rows delivered, the broker killed, more rows sent (librdkafka holds them: the message
+/// timeout is a minute): `close` returns `CDC:ErrCloseTimeout` within its timeout, and
+/// once the sink thread is gone the process has the threads and sockets it had before.
+fn close_with_the_broker_gone(mut broker: Broker) {
+    let topic = "rd-close-broker-gone";
+    broker.create_topic(topic, 1);
+    let (threads_before, sockets_before) = (thread_names(), sockets());
+    let config = KafkaSinkConfig::new([broker.bootstrap()], topic)
+        .unwrap()
+        .kafka_client(ClientKind::Librdkafka)
+        .param("message-timeout-ms", "60000")
+        .unwrap();
+    let manager = DispatcherManager::builder("rd-close")
+        .close_timeout(CLOSE_TIMEOUT)
+        .start(KafkaSink::new(config).unwrap())
+        .unwrap();
+    let table = TableName::new("shop", "t0");
+    let d = manager.add_dispatcher(table.clone()).unwrap();
+    let row = |id: u64| {
+        RowChange::insert(
+            table.clone(),
+            1000 + id,
+            vec![Column::key("id", Value::UInt(id))],
+        )
+    };
+    for id in 1..=100 {
+        d.send(row(id)).unwrap();
+    }
+    manager.flush(Duration::from_secs(60)).unwrap();
+    broker.kill();
+    for id in 101..=200 {
+        d.send(row(id)).unwrap();
+    }
+    let started = Instant::now();
+    let result = manager.close();
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::CloseTimeout { .. })),
+        "close with undeliverable rows: {result:?}"
+    );
+    assert!(
+        took < CLOSE_TIMEOUT + CLOSE_SLACK,
+        "close took {took:?} (close_timeout {CLOSE_TIMEOUT:?})"
+    );
+    drop(d);
+    drop(manager);
+    // The sink thread ends once the interrupted client returns; nothing can be joined
+    // from here after a timed-out close, so watch the process (bounded).
+    let deadline = Instant::now() + EXIT_WITHIN;
+    while (thread_names() != threads_before || sockets() != sockets_before)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        thread_names(),
+        threads_before,
+        "the threads after a timed-out close are the threads before start"
+    );
+    assert_eq!(
+        sockets(),
+        sockets_before,
+        "no socket left after a timed-out close"
+    );
+}
+
 #[test]
 fn kafka_4_and_3_round_trips_timestamps_compression_and_no_leftover_threads() {
-    on_broker(KAFKA_4);
-    on_broker(KAFKA_3);
+    on_broker(&Broker::start(KAFKA_4));
+    let broker = Broker::start(KAFKA_3);
+    on_broker(&broker);
+    close_with_the_broker_gone(broker);
 }
