@@ -24,99 +24,17 @@ use parking_lot::Mutex;
 use crate::deadline;
 use crate::error::{panic_text, Error, Result, SendError, TrySendError};
 use crate::event::{Event, TableName};
-use crate::heartbeat::DispatcherStatus;
-use crate::manager::{spawn, Shared};
 use crate::progress::{Ack, Progress};
-use crate::quota::{Permit, Refused};
+use crate::quota::Refused;
+use crate::shared::{spawn, Shared};
 use crate::sink::{Batch, Message};
+use crate::table::{DispatcherShared, Order, Queued};
 
 /// Most events a dispatcher puts in one batch.
 pub const MAX_BATCH_EVENTS: usize = 256;
 /// Most encoded bytes a dispatcher puts in one batch (a single larger event still goes
 /// alone).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
-
-/// An event in a table's queue, with the quota it holds.
-struct Queued {
-    event: Event,
-    permit: Permit,
-}
-
-/// What the handle and the thread of one dispatcher share.
-pub(crate) struct DispatcherShared {
-    pub table: TableName,
-    pub progress: Arc<Progress>,
-    queue_tx: Sender<Queued>,
-    /// Held by a sender for its whole `send`, so one table's events enter the queue in
-    /// the order they passed the checks; taken by the thread to seal the queue on close.
-    order: Mutex<Order>,
-    /// Keeps the queue connected if the thread dies, so that its senders stay blocked
-    /// until the watcher has reported and drops the abort line.
-    spare_rx: Mutex<Option<Receiver<Queued>>>,
-    stop_tx: Mutex<Option<Sender<()>>>,
-    /// Dropped when sends stop being accepted (close or failure): wakes a `send` blocked
-    /// on the full queue, which hands its event back. One line per table, not one for
-    /// the changefeed: a thousand senders woken from one channel would all queue on its
-    /// lock to unregister.
-    closing_tx: Mutex<Option<Sender<()>>>,
-    closing_rx: Receiver<()>,
-    removed: AtomicBool,
-    /// Disconnects when the thread has exited (its sender lives in the thread).
-    exited: Receiver<()>,
-}
-
-/// What `send` checks commit ts against.
-#[derive(Default)]
-struct Order {
-    /// Highest commit ts of a row or DDL sent.
-    last_commit_ts: u64,
-    /// Highest watermark sent.
-    resolved: u64,
-}
-
-impl DispatcherShared {
-    /// Tells the thread to drain its queue and exit.
-    pub fn stop(&self) {
-        self.stop_tx.lock().take();
-    }
-
-    /// Drops the spare receiver and what the queue still holds (after a failure or a
-    /// close timeout; sends are refused by then). Waits for a send in progress first —
-    /// it is being woken — so that nothing it queues is left behind.
-    pub fn release(&self) {
-        let _order = self.order.lock();
-        if let Some(spare) = self.spare_rx.lock().take() {
-            while spare.try_recv().is_ok() {}
-        }
-    }
-
-    /// Wakes a send blocked on the full queue; it sees sends refused and hands its
-    /// event back.
-    pub fn wake_senders(&self) {
-        self.closing_tx.lock().take();
-    }
-
-    pub fn remove(&self) {
-        self.removed.store(true, Ordering::Release);
-        self.stop();
-    }
-
-    /// Blocks until the thread has exited (after a stop, once its queue is handed over;
-    /// at once after an abort).
-    pub fn wait_exited(&self) {
-        let _ = self.exited.recv();
-    }
-
-    pub fn status(&self) -> DispatcherStatus {
-        DispatcherStatus {
-            table: self.table.clone(),
-            checkpoint_ts: self.progress.checkpoint_ts(),
-            resolved_ts: self.progress.resolved_ts(),
-            in_flight_events: self.progress.in_flight(),
-            queue_depth: self.queue_tx.len(),
-        }
-    }
-}
 
 /// Starts the dispatcher thread of `table`.
 pub(crate) fn spawn_dispatcher(

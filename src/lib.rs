@@ -44,21 +44,25 @@ mod manager;
 mod message;
 mod progress;
 mod quota;
+mod shared;
 pub mod sink;
 mod sink_thread;
+mod status;
 pub mod supervisor;
+mod table;
 pub mod tso;
 mod watcher;
 
 pub use dispatcher::{Dispatcher, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 pub use error::{Error, Result, SendError, TrySendError};
 pub use event::{Column, DdlChange, Event, RowChange, RowKind, TableName, Value};
-pub use heartbeat::{DispatcherStatus, HeartBeat, RunningError, REPORT_TIMEOUT};
 pub use manager::{
-    default_node, Builder, DispatcherManager, State, Status, DEFAULT_CHANNEL_CAPACITY,
-    DEFAULT_CLOSE_TIMEOUT, DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MEMORY_QUOTA, DEFAULT_REPORT_HANDOFF,
+    default_node, Builder, DispatcherManager, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMORY_QUOTA,
+    DEFAULT_REPORT_HANDOFF,
 };
+pub use shared::REPORT_TIMEOUT;
+pub use status::{DispatcherStatus, HeartBeat, RunningError, State, Status};
 pub use supervisor::{Feed, SinkFactory, Supervisor, SupervisorState};
 
 /// The README's examples, compiled and run as doctests.

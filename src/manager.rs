@@ -1,5 +1,6 @@
-//! The [`DispatcherManager`]: its builder, the state every thread shares, and the close
-//! order.
+//! The [`DispatcherManager`]: the public handle and its builder, which start the thread
+//! roles (dispatcher, sink thread, heartbeat, watcher) over the state they share
+//! (`shared.rs`).
 //!
 //! # Threads (see ARCHITECTURE.md for the drawing)
 //!
@@ -12,48 +13,28 @@
 //!
 //! # Close order
 //!
-//! Whichever comes first decides:
-//!
-//! * **The sink ends, or a dispatcher fails, while running.** The watcher moves the
-//!   changefeed to *reporting*, sends the heartbeat carrying the [`RunningError`] (senders
-//!   stay blocked meanwhile — the sink channel is still connected through the spare
-//!   receiver the watcher holds), waits until the maintainer has taken it from its
-//!   channel (at most [`Builder::report_handoff`]), and only then *releases*: it
-//!   refuses new sends, closes the quota, drops the abort line, the spare receiver
-//!   (dropping what it held) and the stop lines, so every blocked and every later send
-//!   fails at once. It joins the
-//!   dispatchers, the sink and the heartbeat thread, and sends the final `closed`
-//!   heartbeat.
-//! * **The program calls `close`.** New sends are refused, the dispatchers drain their
-//!   queues into the sink channel and exit, the sink thread flushes what is left and
-//!   returns once no sender remains, and the watcher finishes as above without a
-//!   `RunningError`: a failure during this drain is what `close` returns. If the drain
-//!   takes longer than the close timeout, `close` interrupts the sink (if it can be),
-//!   releases and joins the dispatchers itself, and returns [`Error::CloseTimeout`]; the
-//!   sink and watcher threads then exit when the sink's blocked call returns.
+//! Written out once, in `shared.rs` (the module that holds the protocol): a failure
+//! while running is reported first, then every sender is released; `close` drains
+//! within its timeout, then interrupts and releases. ARCHITECTURE.md draws it.
 //!
 //! [`RunningError`]: crate::RunningError
 
-use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
-use serde::Serialize;
+use crossbeam_channel::{bounded, Sender};
+use parking_lot::Mutex;
 
 use crate::deadline;
-use crate::dispatcher::{self, Dispatcher, DispatcherShared};
+use crate::dispatcher::{self, Dispatcher};
 use crate::error::{Error, Result};
 use crate::event::TableName;
-use crate::heartbeat::{self, DispatcherStatus, HeartBeat, RunningError};
-use crate::progress::AckSignal;
-use crate::quota::Quota;
-use crate::sink::{Batch, Encoder, Interrupter, Sink};
-use crate::{sink_thread, watcher};
+use crate::shared::{spawn, Config, Shared};
+use crate::sink::{Batch, Sink};
+use crate::status::{HeartBeat, State, Status};
+use crate::{heartbeat, sink_thread, watcher};
 
 /// Default [`Builder::channel_capacity`]: batches in the shared sink channel.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 64;
@@ -67,20 +48,6 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`Builder::report_handoff`].
 pub const DEFAULT_REPORT_HANDOFF: Duration = Duration::from_millis(10);
-
-/// A changefeed's settings, as the builder collected them.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub changefeed: String,
-    pub node: String,
-    pub channel_capacity: usize,
-    pub dispatcher_capacity: usize,
-    pub memory_quota: usize,
-    pub heartbeat_interval: Duration,
-    pub close_timeout: Duration,
-    pub report_handoff: Duration,
-    pub start_ts: u64,
-}
 
 /// Configures and starts a [`DispatcherManager`]; from [`DispatcherManager::builder`].
 #[derive(Debug)]
@@ -207,412 +174,6 @@ impl Builder {
     }
 }
 
-/// Where a changefeed is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum State {
-    /// Accepting events.
-    Running,
-    /// No longer accepting events; threads are stopping.
-    Closing,
-    /// Every thread has stopped (or, after a close timeout, been given up on).
-    Closed,
-}
-
-/// A snapshot of a changefeed, from [`DispatcherManager::status`].
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
-    /// Running, closing or closed.
-    pub state: State,
-    /// The changefeed's checkpoint.
-    pub checkpoint_ts: u64,
-    /// Each dispatcher's status, by table.
-    pub dispatchers: Vec<DispatcherStatus>,
-    /// Bytes held between `send` and acknowledgement.
-    pub in_flight_bytes: usize,
-    /// The memory quota.
-    pub memory_quota: usize,
-    /// Batches waiting in the sink channel.
-    pub sink_queue_depth: usize,
-    /// Sends that had to wait for memory quota.
-    pub quota_waits: u64,
-    /// Events the sink acknowledged.
-    pub events_acked: u64,
-    /// Batches the sink acknowledged.
-    pub batches_acked: u64,
-    /// Message bytes the sink acknowledged.
-    pub bytes_acked: u64,
-    /// Heartbeats delivered to the maintainer.
-    pub heartbeats_sent: u64,
-    /// Heartbeats dropped because the maintainer channel was full.
-    pub heartbeats_dropped: u64,
-    /// Whether `close` gave up waiting for the sink (see [`Error::CloseTimeout`]).
-    pub close_timed_out: bool,
-    /// The error that closed the changefeed, as its code and text.
-    pub error: Option<(String, String)>,
-}
-
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub heartbeats_sent: Counter,
-    pub heartbeats_dropped: Counter,
-    pub events_acked: Counter,
-    pub batches_acked: Counter,
-    pub bytes_acked: Counter,
-}
-
-/// The changefeed's life, guarded by [`Shared::phase`].
-#[derive(Debug)]
-enum Phase {
-    Running,
-    /// The watcher is reporting this failure; senders keep blocking until it is sent.
-    Reporting(Error),
-    /// Stopping; `outcome` is what `close` and `wait` will return.
-    Closing {
-        outcome: Result<()>,
-    },
-    Closed {
-        outcome: Result<()>,
-    },
-}
-
-/// The lines whose dropping stops threads; each is taken exactly once.
-#[derive(Default)]
-struct Lines {
-    /// The manager's own sender, cloned into new dispatchers.
-    sink_tx: Option<Sender<Batch>>,
-    /// The spare receiver: keeps the sink channel connected after the sink thread ends,
-    /// so that senders stay blocked until the watcher has reported.
-    spare_rx: Option<Receiver<Batch>>,
-    /// Dropped to make every dispatcher, the sink thread and every blocked `send` quit.
-    abort_tx: Option<Sender<()>>,
-    heartbeat_stop: Option<Sender<()>>,
-}
-
-#[derive(Default)]
-pub(crate) struct Registry {
-    pub active: BTreeMap<TableName, Arc<DispatcherShared>>,
-    /// Removed dispatchers whose events may still be in flight.
-    pub retired: Vec<Arc<DispatcherShared>>,
-    pub threads: Vec<JoinHandle<()>>,
-}
-
-/// What every thread of one changefeed shares.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub maintainer: Option<Sender<HeartBeat>>,
-    pub quota: Arc<Quota>,
-    pub signal: Arc<AckSignal>,
-    pub counters: Counters,
-    pub encoder: Arc<dyn Encoder>,
-    /// The sink's way out of a blocked call, if it has one: used on release (a failure
-    /// or a close timeout), so the sink thread does not go on retrying for nobody.
-    interrupter: Option<Interrupter>,
-    pub abort_rx: Receiver<()>,
-    pub fault_tx: Sender<Error>,
-    /// False once sends are refused; the fast path of `send`.
-    accepting: AtomicBool,
-    /// Set when a failure closed the changefeed: what refused sends carry. Read
-    /// without a lock by every refused send.
-    cause: OnceLock<Error>,
-    phase: Mutex<Phase>,
-    phase_changed: Condvar,
-    lines: Mutex<Lines>,
-    pub registry: Mutex<Registry>,
-    last_checkpoint: AtomicU64,
-    /// The changefeed's watermark as last computed, for the error heartbeat.
-    last_resolved: AtomicU64,
-    close_timed_out: AtomicBool,
-    final_sent: AtomicBool,
-}
-
-impl Shared {
-    pub fn is_accepting(&self) -> bool {
-        self.accepting.load(Ordering::Acquire)
-    }
-
-    /// Why sends are refused: the error that closed the changefeed, or
-    /// [`Error::ChangefeedClosed`].
-    pub fn refusal(&self) -> Error {
-        self.cause.get().cloned().unwrap_or(Error::ChangefeedClosed)
-    }
-
-    fn all_dispatchers(&self) -> Vec<Arc<DispatcherShared>> {
-        let mut reg = self.registry.lock();
-        reg.retired.retain(|d| d.progress.in_flight() > 0);
-        reg.active.values().chain(&reg.retired).cloned().collect()
-    }
-
-    pub fn checkpoint_ts(&self) -> u64 {
-        let dispatchers = self.all_dispatchers();
-        self.changefeed_checkpoint(dispatchers.iter().map(|d| d.progress.checkpoint_ts()))
-    }
-
-    /// The minimum of the dispatchers' checkpoints, remembered for when there are no
-    /// dispatchers (then the last one computed, or `start_ts`).
-    fn changefeed_checkpoint(&self, per_dispatcher: impl Iterator<Item = u64>) -> u64 {
-        match per_dispatcher.min() {
-            Some(ts) => {
-                self.last_checkpoint.store(ts, Ordering::Relaxed);
-                ts
-            }
-            None => self.last_checkpoint.load(Ordering::Relaxed),
-        }
-    }
-
-    fn dispatcher_statuses(&self) -> Vec<DispatcherStatus> {
-        self.all_dispatchers().iter().map(|d| d.status()).collect()
-    }
-
-    /// Queues a periodic heartbeat without waiting, unless a failure is being or has
-    /// been reported (`None`): after the error heartbeat the maintainer hears only the
-    /// final one. Checked and sent under the phase lock, so none slips in after the
-    /// report.
-    pub fn send_periodic(
-        &self,
-        maintainer: &Sender<HeartBeat>,
-        heartbeat: HeartBeat,
-    ) -> Option<std::result::Result<(), TrySendError<HeartBeat>>> {
-        let phase = self.phase.lock();
-        if matches!(*phase, Phase::Reporting(_))
-            || self.cause.get().is_some()
-            || self.final_sent.load(Ordering::Acquire)
-        {
-            return None;
-        }
-        Some(maintainer.try_send(heartbeat))
-    }
-
-    pub fn heartbeat(&self, error: Option<RunningError>, closed: bool) -> HeartBeat {
-        let dispatchers = self.dispatcher_statuses();
-        let checkpoint_ts = self.changefeed_checkpoint(dispatchers.iter().map(|d| d.checkpoint_ts));
-        let resolved_ts = dispatchers
-            .iter()
-            .map(|d| d.resolved_ts)
-            .min()
-            .unwrap_or(checkpoint_ts);
-        self.last_resolved.store(resolved_ts, Ordering::Relaxed);
-        HeartBeat {
-            changefeed: self.config.changefeed.clone(),
-            node: self.config.node.clone(),
-            checkpoint_ts,
-            resolved_ts,
-            dispatchers,
-            error,
-            closed,
-        }
-    }
-
-    /// The heartbeat that reports `error`: sent at once, so it carries the checkpoint and
-    /// watermark last computed (by a heartbeat or `status()`; never ahead of the truth)
-    /// and no per-dispatcher statuses. Collecting those touches every dispatcher's state,
-    /// about half a millisecond at 1,000 dispatchers, and the report waits for nothing;
-    /// the final `closed` heartbeat carries them.
-    pub fn error_heartbeat(&self, error: RunningError) -> HeartBeat {
-        HeartBeat {
-            changefeed: self.config.changefeed.clone(),
-            node: self.config.node.clone(),
-            checkpoint_ts: self.last_checkpoint.load(Ordering::Relaxed),
-            resolved_ts: self.last_resolved.load(Ordering::Relaxed),
-            dispatchers: Vec::new(),
-            error: Some(error),
-            closed: false,
-        }
-    }
-
-    /// The program's close: refuse new sends and let the dispatchers drain. Does nothing
-    /// unless running (a failure being reported decides instead).
-    fn begin_close(&self) {
-        let mut phase = self.phase.lock();
-        if !matches!(*phase, Phase::Running) {
-            return;
-        }
-        *phase = Phase::Closing { outcome: Ok(()) };
-        self.accepting.store(false, Ordering::Release);
-        // Senders waiting for quota have not been accepted: hand their events back.
-        self.quota.close();
-        for d in self.registry.lock().active.values() {
-            d.stop();
-        }
-        for d in self.all_dispatchers_unpruned() {
-            d.wake_senders();
-        }
-        let mut lines = self.lines.lock();
-        // With every dispatcher gone, the sink thread sees the channel disconnect.
-        lines.sink_tx = None;
-        drop(lines);
-        drop(phase);
-        self.phase_changed.notify_all();
-        self.signal.notify();
-    }
-
-    /// Called by the watcher when the sink ended or a dispatcher failed. Returns the
-    /// error to report when this ends a running changefeed (the phase is then
-    /// `Reporting`); otherwise records a failure during close as its outcome.
-    pub fn end(&self, failure: Option<Error>) -> Option<Error> {
-        let mut phase = self.phase.lock();
-        match &mut *phase {
-            Phase::Running => {
-                let error = failure.unwrap_or(Error::SinkExited);
-                *phase = Phase::Reporting(error.clone());
-                Some(error)
-            }
-            Phase::Closing { outcome } => {
-                if let (Ok(()), Some(e)) = (&outcome, failure) {
-                    *outcome = Err(e);
-                }
-                None
-            }
-            Phase::Reporting(_) | Phase::Closed { .. } => None,
-        }
-    }
-
-    /// After the report: the failure is what closed the changefeed.
-    pub fn reported(&self, error: Error) {
-        let _ = self.cause.set(error.clone());
-        let mut phase = self.phase.lock();
-        if matches!(*phase, Phase::Reporting(_)) {
-            *phase = Phase::Closing {
-                outcome: Err(error),
-            };
-        }
-        drop(phase);
-        self.phase_changed.notify_all();
-    }
-
-    /// `close` gave up on the drain: that is its outcome, unless a failure came first.
-    fn time_out(&self, error: Error) {
-        self.close_timed_out.store(true, Ordering::Relaxed);
-        if let Phase::Closing { outcome } = &mut *self.phase.lock() {
-            if outcome.is_ok() {
-                *outcome = Err(error);
-            }
-        }
-    }
-
-    /// Stops every sender at once and frees what the channels hold: refuse sends,
-    /// interrupt the sink (if it can be), close the quota, drop the abort line, the spare receiver, the manager's sender, the
-    /// heartbeat's and every dispatcher's stop line. Idempotent.
-    pub fn release(&self) {
-        // A close that timed out while a failure was being reported releases before
-        // the watcher marks it reported: refused sends still carry the failure.
-        if let Phase::Reporting(error) = &*self.phase.lock() {
-            let _ = self.cause.set(error.clone());
-        }
-        self.accepting.store(false, Ordering::Release);
-        if let Some(interrupt) = &self.interrupter {
-            interrupt();
-        }
-        self.quota.close();
-        // Producers first: wake every blocked `send`, and wait until each has left
-        // (`DispatcherShared::release` takes the table's order lock, which a send holds
-        // until it returns). Dispatcher threads stay parked on the full sink channel
-        // meanwhile, so they do not compete with the producers for the CPU.
-        let dispatchers = self.all_dispatchers_unpruned();
-        for d in &dispatchers {
-            d.wake_senders();
-        }
-        for d in &dispatchers {
-            d.release();
-        }
-        // Then the engine's own threads.
-        let mut lines = self.lines.lock();
-        lines.abort_tx = None;
-        if let Some(spare) = lines.spare_rx.take() {
-            // Drop what the channel holds now; its permits return their bytes.
-            while spare.try_recv().is_ok() {}
-        }
-        lines.sink_tx = None;
-        lines.heartbeat_stop = None;
-        drop(lines);
-        for d in &dispatchers {
-            d.stop();
-        }
-        self.signal.notify();
-    }
-
-    /// Every dispatcher, removed ones included, in flight or not.
-    fn all_dispatchers_unpruned(&self) -> Vec<Arc<DispatcherShared>> {
-        let reg = self.registry.lock();
-        reg.active.values().chain(&reg.retired).cloned().collect()
-    }
-
-    /// Joins every dispatcher thread started so far.
-    pub fn join_dispatchers(&self) {
-        let threads = std::mem::take(&mut self.registry.lock().threads);
-        for t in threads {
-            // Dispatcher bodies catch their own panics; a join error cannot carry news.
-            let _ = t.join();
-        }
-    }
-
-    /// Sends the final `closed` heartbeat and moves to `Closed`. Only the first caller
-    /// (the watcher, or `close` after a timeout) does anything.
-    pub fn finish(&self, outcome: Option<Result<()>>) {
-        if self.final_sent.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        heartbeat::send_reliably(self, self.heartbeat(None, true));
-        let mut phase = self.phase.lock();
-        let outcome = match (outcome, &*phase) {
-            (Some(o), _) => o,
-            (None, Phase::Closing { outcome } | Phase::Closed { outcome }) => outcome.clone(),
-            // A close that timed out while the report was still being delivered: the
-            // failure is still what closed the changefeed.
-            (None, Phase::Reporting(error)) => Err(error.clone()),
-            (None, Phase::Running) => Ok(()),
-        };
-        *phase = Phase::Closed { outcome };
-        drop(phase);
-        self.phase_changed.notify_all();
-        self.signal.notify();
-    }
-
-    /// Waits until closed, or until `deadline`; the outcome if closed.
-    fn wait_closed(&self, deadline: Option<Instant>) -> Option<Result<()>> {
-        let mut phase = self.phase.lock();
-        loop {
-            if let Phase::Closed { outcome } = &*phase {
-                return Some(outcome.clone());
-            }
-            match deadline {
-                None => self.phase_changed.wait(&mut phase),
-                Some(d) => {
-                    if self.phase_changed.wait_until(&mut phase, d).timed_out() {
-                        return match &*phase {
-                            Phase::Closed { outcome } => Some(outcome.clone()),
-                            _ => None,
-                        };
-                    }
-                }
-            }
-        }
-    }
-
-    fn state(&self) -> (State, Option<Error>) {
-        match &*self.phase.lock() {
-            Phase::Running | Phase::Reporting(_) => (State::Running, None),
-            Phase::Closing { outcome } => (State::Closing, outcome.clone().err()),
-            Phase::Closed { outcome } => (State::Closed, outcome.clone().err()),
-        }
-    }
-}
-
 /// One changefeed on one node: owns the sink and the dispatchers that feed it.
 ///
 /// Every method takes `&self`; share it behind an `Arc` to add dispatchers from several
@@ -654,32 +215,16 @@ impl DispatcherManager {
         let (fault_tx, fault_rx) = bounded::<Error>(1);
         let (sink_exit_tx, sink_exit_rx) = bounded::<Option<Error>>(1);
         let (heartbeat_stop, heartbeat_stop_rx) = bounded::<()>(0);
-        let shared = Arc::new(Shared {
-            interrupter: sink.interrupter(),
-            quota: Quota::new(config.memory_quota),
-            signal: Arc::default(),
-            counters: Counters::default(),
-            encoder: sink.encoder(),
-            abort_rx: abort_rx.clone(),
-            fault_tx,
-            accepting: AtomicBool::new(true),
-            cause: OnceLock::new(),
-            phase: Mutex::new(Phase::Running),
-            phase_changed: Condvar::new(),
-            lines: Mutex::new(Lines {
-                sink_tx: Some(sink_tx),
-                spare_rx: Some(sink_rx.clone()),
-                abort_tx: Some(abort_tx),
-                heartbeat_stop: Some(heartbeat_stop),
-            }),
-            registry: Mutex::default(),
-            last_checkpoint: AtomicU64::new(config.start_ts),
-            last_resolved: AtomicU64::new(config.start_ts),
-            close_timed_out: AtomicBool::new(false),
-            final_sent: AtomicBool::new(false),
-            maintainer,
+        let shared = Shared::new(
             config,
-        });
+            maintainer,
+            sink.interrupter(),
+            sink.encoder(),
+            (sink_tx, sink_rx.clone()),
+            (abort_tx, abort_rx),
+            fault_tx,
+            heartbeat_stop,
+        );
         // Until disarmed, a failed spawn below stops what was started.
         let terminator = Terminator(&shared);
         let id = &shared.config.changefeed;
@@ -753,7 +298,7 @@ impl DispatcherManager {
         if reg.active.contains_key(&table) {
             return Err(Error::DispatcherExists { table });
         }
-        let Some(sink_tx) = shared.lines.lock().sink_tx.clone() else {
+        let Some(sink_tx) = shared.sink_sender() else {
             return Err(shared.refusal());
         };
         let (inner, thread) = dispatcher::spawn_dispatcher(shared, table.clone(), sink_tx)?;
@@ -824,9 +369,7 @@ impl DispatcherManager {
         let shared = &self.shared;
         let (state, error) = shared.state();
         let heartbeat = shared.heartbeat(None, false);
-        let lines = shared.lines.lock();
-        let sink_queue_depth = lines.spare_rx.as_ref().map_or(0, Receiver::len);
-        drop(lines);
+        let sink_queue_depth = shared.sink_queue_depth();
         Status {
             state,
             checkpoint_ts: heartbeat.checkpoint_ts,
@@ -840,7 +383,7 @@ impl DispatcherManager {
             bytes_acked: shared.counters.bytes_acked.get(),
             heartbeats_sent: shared.counters.heartbeats_sent.get(),
             heartbeats_dropped: shared.counters.heartbeats_dropped.get(),
-            close_timed_out: shared.close_timed_out.load(Ordering::Relaxed),
+            close_timed_out: shared.close_timed_out(),
             error: error.map(|e| (e.code().to_string(), e.to_string())),
         }
     }
@@ -882,7 +425,7 @@ impl DispatcherManager {
     }
 
     fn join_watcher(&self) {
-        if self.shared.close_timed_out.load(Ordering::Relaxed) {
+        if self.shared.close_timed_out() {
             // It waits on a stuck sink; it exits when the sink's call returns.
             return;
         }
@@ -919,20 +462,6 @@ impl Drop for Terminator<'_> {
     }
 }
 
-/// Spawns a named thread, turning the OS's refusal into [`Error::ThreadSpawn`].
-pub(crate) fn spawn<T: Send + 'static>(
-    name: String,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>> {
-    thread::Builder::new()
-        .name(name.clone())
-        .spawn(body)
-        .map_err(|e| Error::ThreadSpawn {
-            thread: name,
-            source: Arc::new(e),
-        })
-}
-
 /// The node name a changefeed reports by default ([`Builder::node`]): the host name
 /// (`$HOSTNAME`, else the kernel's), or `localhost`.
 pub fn default_node() -> String {
@@ -942,18 +471,4 @@ pub fn default_node() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spawn_names_the_thread() {
-        let t = spawn("cf-unit-named".to_string(), || {
-            thread::current().name().map(str::to_string)
-        })
-        .unwrap();
-        assert_eq!(t.join().unwrap().as_deref(), Some("cf-unit-named"));
-    }
 }

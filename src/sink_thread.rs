@@ -12,8 +12,8 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::deadline;
 use crate::error::{Error, Result};
-use crate::manager::Shared;
 use crate::progress::Ack;
+use crate::shared::Shared;
 use crate::sink::{Batch, Sink};
 
 /// Batches written since the last flush, waiting for it to acknowledge them.

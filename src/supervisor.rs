@@ -32,9 +32,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::deadline;
 use crate::error::{Error, Result};
-use crate::heartbeat::HeartBeat;
-use crate::manager::{spawn, Builder, DispatcherManager};
+use crate::manager::{Builder, DispatcherManager};
+use crate::shared::spawn;
 use crate::sink::Sink;
+use crate::status::HeartBeat;
 
 /// Default first wait before a restart, as TiCDC's.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(10);

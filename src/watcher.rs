@@ -2,7 +2,7 @@
 //! reports it to the maintainer FIRST, and only THEN releases every sender.
 //!
 //! The order is the point. While the watcher reports, the sink channel is still
-//! connected through the spare receiver (see `Lines` in the manager), so dispatchers
+//! connected through the spare receiver (see `Lines` in `shared.rs`, where the whole close order is written out), so dispatchers
 //! blocked on a full channel stay blocked — bounded, not buffering — and no producer
 //! learns of the failure before the maintainer does: the watcher waits until the
 //! maintainer has taken the report from its channel (at most
@@ -17,8 +17,8 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::{panic_text, Error, Result};
-use crate::heartbeat::{self, RunningError};
-use crate::manager::Shared;
+use crate::shared::{await_handoff, send_reliably, Shared};
+use crate::status::RunningError;
 
 /// How the sink thread's body ended, as the error to report (`None`: a clean return).
 pub(crate) fn sink_outcome(ended: thread::Result<Result<()>>) -> Option<Error> {
@@ -56,9 +56,7 @@ pub(crate) fn run(
         // 1. Report, while every sender is still held.
         log::error!("changefeed {} failed: {error}", shared.config.changefeed);
         let report = RunningError::new(&shared.config.node, &error);
-        if heartbeat::send_reliably(&shared, shared.error_heartbeat(report))
-            && !heartbeat::await_handoff(&shared)
-        {
+        if send_reliably(&shared, shared.error_heartbeat(report)) && !await_handoff(&shared) {
             log::debug!(
                 "changefeed {}: the maintainer had not taken the error report within the hand-off ({:?}), or a close released the senders first",
                 shared.config.changefeed,
