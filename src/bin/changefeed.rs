@@ -92,8 +92,9 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Where the events come from: gen:[tables=8,rows=100000,row-size=200,seed=1,spread=N,rate=N]
-    /// (every key optional; rows per table, rate in rows/s over all tables), file:PATH (a
+    /// Where the events come from: gen:[tables=8,rows=100000,row-size=200,seed=1,spread=N,rate=N,producers=N]
+    /// (every key optional; rows per table, rate in rows/s over all tables, producers: threads
+    /// sending, default one per table up to 64), file:PATH (a
     /// JSON-lines change log), or - (JSON lines on standard input).
     #[arg(long, value_name = "SRC", default_value = "gen:", value_parser = SourceSpec::parse)]
     source: SourceSpec,

@@ -1,5 +1,7 @@
 //! `gen:` — the built-in workload: `tables` tables of `rows` row events each, pushed by
-//! one producer thread per table into that table's dispatcher.
+//! `producers` producer threads (default: one per table, at most [`DEFAULT_PRODUCERS`]),
+//! each sending to its share of the tables (table `t` belongs to producer
+//! `t % producers`), one row to each of its tables in turn, every table's rows in order.
 //!
 //! Row `i` (0-based) of table `t` is a pure function of `(seed, t, i)`: its columns come
 //! from a `fastrand::Rng` seeded from those three, so the same spec always produces the
@@ -42,14 +44,22 @@ const MAX_ROW_SIZE: usize = 16 << 20;
 /// Bytes of a row's values besides `note`: `id`, `version` (8 each) and about 8 for
 /// `amount`.
 const FIXED_VALUE_BYTES: usize = 24;
+/// Most producer threads `gen:` starts unless `producers=` says otherwise: one per table
+/// up to this many, so a run over many tables does not start a thread per table.
+pub const DEFAULT_PRODUCERS: usize = 64;
+/// Largest `producers=`.
+const MAX_PRODUCERS: usize = 4096;
 /// The schema of the generated tables.
 pub const SCHEMA: &str = "gen";
 
 /// The `gen:` parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenSpec {
-    /// Number of tables, each with its own producer thread and dispatcher.
+    /// Number of tables, each with its own dispatcher.
     pub tables: usize,
+    /// Producer threads (`None`: one per table, at most [`DEFAULT_PRODUCERS`]); never
+    /// more than there are tables.
+    pub producers: Option<usize>,
     /// Row events per table.
     pub rows: u64,
     /// Approximate bytes of a row's values.
@@ -66,6 +76,7 @@ impl Default for GenSpec {
     fn default() -> Self {
         GenSpec {
             tables: 8,
+            producers: None,
             rows: 100_000,
             row_size: 200,
             seed: 1,
@@ -87,6 +98,9 @@ impl GenSpec {
             let (key, value) = (key.trim(), value.trim());
             match key {
                 "tables" => spec.tables = number(key, value, 1, 100_000)? as usize,
+                "producers" => {
+                    spec.producers = Some(number(key, value, 1, MAX_PRODUCERS as u64)? as usize)
+                }
                 "rows" => spec.rows = number(key, value, 0, u64::MAX)?,
                 "row-size" => spec.row_size = number(key, value, 0, MAX_ROW_SIZE as u64)? as usize,
                 "seed" => spec.seed = number(key, value, 0, u64::MAX)?,
@@ -105,12 +119,21 @@ impl GenSpec {
                 }
                 other => {
                     return Err(format!(
-                        "unknown gen parameter {other:?}; expected tables, rows, row-size, seed, spread or rate"
+                        "unknown gen parameter {other:?}; expected tables, producers, rows, row-size, seed, spread or rate"
                     ))
                 }
             }
         }
         Ok(spec)
+    }
+
+    /// The number of producer threads: `producers`, or one per table up to
+    /// [`DEFAULT_PRODUCERS`]; at most one per table.
+    pub fn producer_count(&self) -> usize {
+        self.producers
+            .unwrap_or(DEFAULT_PRODUCERS)
+            .min(self.tables)
+            .max(1)
     }
 }
 
@@ -260,7 +283,17 @@ impl Source for GenSource {
         let dispatchers = (0..self.gen.spec.tables)
             .map(|t| manager.add_dispatcher(self.gen.table(t).clone()))
             .collect::<Result<Vec<_>>>()?;
-        let rate = self.gen.spec.rate.map(|r| r / self.gen.spec.tables as f64);
+        let producers = self.gen.spec.producer_count();
+        // Each producer's share: table t goes to producer t % producers.
+        let mut shares: Vec<Vec<Share<'_>>> = (0..producers).map(|_| Vec::new()).collect();
+        for (t, (state, dispatcher)) in self.state.iter_mut().zip(dispatchers).enumerate() {
+            shares[t % producers].push(Share {
+                t,
+                state,
+                dispatcher,
+            });
+        }
+        let tables = self.gen.spec.tables as f64;
         let gen = &*self.gen;
         // Set when a producer cannot be started: the others stop too (the user's `stop`
         // is left alone, so a restart runs in full).
@@ -270,20 +303,20 @@ impl Source for GenSource {
             abandoned: &abandoned,
         };
         thread::scope(|s| {
-            let mut producers = Vec::new();
-            for (t, (state, dispatcher)) in self.state.iter_mut().zip(dispatchers).enumerate() {
-                let name = format!("gen-{t}");
+            let mut threads = Vec::new();
+            for (p, share) in shares.into_iter().enumerate() {
+                // The rate is over all tables: each producer paces its share of it.
+                let rate = gen.spec.rate.map(|r| r * share.len() as f64 / tables);
+                let name = format!("gen-{p}");
                 let producer = thread::Builder::new()
                     .name(name.clone())
-                    .spawn_scoped(s, move || {
-                        produce(gen, t, state, &dispatcher, from_ts, stop, rate)
-                    })
+                    .spawn_scoped(s, move || produce(gen, share, from_ts, stop, rate))
                     .map_err(|e| Error::ThreadSpawn {
                         thread: name,
                         source: Arc::new(e),
                     });
                 match producer {
-                    Ok(p) => producers.push(p),
+                    Ok(p) => threads.push(p),
                     Err(e) => {
                         // The ones started stop at their next row.
                         abandoned.store(true, Ordering::Relaxed);
@@ -292,7 +325,7 @@ impl Source for GenSource {
                 }
             }
             let mut outcome = Ok(());
-            for p in producers {
+            for p in threads {
                 let r = p.join().unwrap_or_else(|payload| {
                     Err(Error::FeedPanicked {
                         message: panic_text(&*payload),
@@ -305,6 +338,13 @@ impl Source for GenSource {
             outcome
         })
     }
+}
+
+/// One table of a producer's share: its index, where it stands, its dispatcher.
+struct Share<'a> {
+    t: usize,
+    state: &'a mut TableState,
+    dispatcher: Dispatcher,
 }
 
 /// When producers stop early: on the user's request, or because the attempt is
@@ -329,74 +369,92 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_string())
 }
 
-/// One table's producer: sends its rows from where the table stands, then a watermark
-/// at its last commit ts (so the checkpoint reaches it once everything is acknowledged).
-/// Stops early, with the watermark, when `stop` is set.
+/// One producer: sends the rows of its `share` of tables from where each table stands,
+/// one row to each table in turn, then a watermark on each at its last commit ts (so the
+/// checkpoint reaches it once everything is acknowledged). Stops early, with the
+/// watermarks, when `stop` is set. `rate`: rows per second over the whole share.
 fn produce(
     gen: &Generator,
-    t: usize,
-    state: &mut TableState,
-    dispatcher: &Dispatcher,
+    mut share: Vec<Share<'_>>,
     from_ts: u64,
     stop: Stop<'_>,
     rate: Option<f64>,
 ) -> Result<()> {
-    let acked = state.previous.take().map(|d| d.checkpoint_ts());
-    state.resume(from_ts, acked);
-    // Kept for the next attempt: its final checkpoint tells which rows were acknowledged.
-    state.previous = Some(dispatcher.clone());
-    send_rows(gen, t, state, dispatcher, from_ts, stop, rate)?;
-    let last_ts = state.last_ts.max(from_ts);
-    dispatcher
-        .send(Event::Resolved(last_ts))
-        .map_err(|e| e.cause)
-}
-
-/// The rows of [`produce`].
-fn send_rows(
-    gen: &Generator,
-    t: usize,
-    state: &mut TableState,
-    dispatcher: &Dispatcher,
-    from_ts: u64,
-    stop: Stop<'_>,
-    rate: Option<f64>,
-) -> Result<()> {
-    let mut last_ts = state.last_ts.max(from_ts);
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while state.next < gen.spec.rows {
-        if stop.is_set() {
-            break;
-        }
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                thread::sleep((due - now).min(MAX_PACING_SLEEP));
-                continue;
-            }
-        }
-        let i = state.next;
-        let ts = tso::now().max(last_ts + 1);
-        dispatcher.send(gen.row(t, i, ts)).map_err(|e| e.cause)?;
-        last_ts = ts;
-        state.last_ts = ts;
-        state.next = i + 1;
-        state.unacked.push_back((ts, i));
-        sent += 1;
-        if sent % PRUNE_EVERY == 0 {
-            let checkpoint = dispatcher.checkpoint_ts();
-            while state
-                .unacked
-                .front()
-                .is_some_and(|&(ts, _)| ts <= checkpoint)
-            {
-                state.unacked.pop_front();
-            }
-        }
+    for table in &mut share {
+        let acked = table.state.previous.take().map(|d| d.checkpoint_ts());
+        table.state.resume(from_ts, acked);
+        // Kept for the next attempt: its final checkpoint tells which rows were
+        // acknowledged.
+        table.state.previous = Some(table.dispatcher.clone());
+        table.state.last_ts = table.state.last_ts.max(from_ts);
+    }
+    send_rows(gen, &mut share, stop, rate)?;
+    for table in &share {
+        table
+            .dispatcher
+            .send(Event::Resolved(table.state.last_ts))
+            .map_err(|e| e.cause)?;
     }
     Ok(())
+}
+
+/// The rows of [`produce`], round-robin over the share.
+fn send_rows(
+    gen: &Generator,
+    share: &mut [Share<'_>],
+    stop: Stop<'_>,
+    rate: Option<f64>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let mut any = false;
+        for table in share.iter_mut() {
+            let state = &mut *table.state;
+            if state.next >= gen.spec.rows {
+                continue;
+            }
+            any = true;
+            if let Some(rate) = rate {
+                loop {
+                    if stop.is_set() {
+                        return Ok(());
+                    }
+                    let due = started + Duration::from_secs_f64(sent as f64 / rate);
+                    let now = Instant::now();
+                    if due <= now {
+                        break;
+                    }
+                    thread::sleep((due - now).min(MAX_PACING_SLEEP));
+                }
+            } else if stop.is_set() {
+                return Ok(());
+            }
+            let i = state.next;
+            let ts = tso::now().max(state.last_ts + 1);
+            table
+                .dispatcher
+                .send(gen.row(table.t, i, ts))
+                .map_err(|e| e.cause)?;
+            state.last_ts = ts;
+            state.next = i + 1;
+            state.unacked.push_back((ts, i));
+            sent += 1;
+            if (i + 1) % PRUNE_EVERY == 0 {
+                let checkpoint = table.dispatcher.checkpoint_ts();
+                while state
+                    .unacked
+                    .front()
+                    .is_some_and(|&(ts, _)| ts <= checkpoint)
+                {
+                    state.unacked.pop_front();
+                }
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -406,12 +464,15 @@ mod tests {
     #[test]
     fn parses_defaults_and_every_key() {
         assert_eq!(GenSpec::parse("").unwrap(), GenSpec::default());
-        let spec =
-            GenSpec::parse("tables=2, rows=1_000,row-size=64,seed=7,spread=10,rate=500").unwrap();
+        let spec = GenSpec::parse(
+            "tables=2, rows=1_000,row-size=64,seed=7,spread=10,rate=500,producers=3",
+        )
+        .unwrap();
         assert_eq!(
             spec,
             GenSpec {
                 tables: 2,
+                producers: Some(3),
                 rows: 1000,
                 row_size: 64,
                 seed: 7,
@@ -419,6 +480,19 @@ mod tests {
                 rate: Some(500.0),
             }
         );
+    }
+
+    #[test]
+    fn producers_default_to_one_per_table_up_to_the_bound_and_never_exceed_tables() {
+        let spec = |tables, producers| GenSpec {
+            tables,
+            producers,
+            ..GenSpec::default()
+        };
+        assert_eq!(spec(8, None).producer_count(), 8);
+        assert_eq!(spec(100_000, None).producer_count(), DEFAULT_PRODUCERS);
+        assert_eq!(spec(100_000, Some(16)).producer_count(), 16);
+        assert_eq!(spec(3, Some(16)).producer_count(), 3);
     }
 
     #[test]
@@ -430,6 +504,7 @@ mod tests {
             err("tabels=3")
         );
         assert!(err("tables=0").contains("tables=0"));
+        assert!(err("producers=0").contains("producers=0"));
         assert!(err("rows=lots").contains("rows=\"lots\""));
         assert!(err("rate=0").contains("rate"));
         assert!(err("spread=0").contains("spread"));
@@ -506,6 +581,17 @@ mod tests {
     /// and each table's commit ts keep increasing across attempts.
     #[test]
     fn a_supervised_run_resumes_after_each_failure_and_loses_no_row() {
+        supervised_run(None);
+    }
+
+    /// The same with two producers for three tables: one producer sends to two tables in
+    /// turn, each table's rows still in order and none lost.
+    #[test]
+    fn a_supervised_run_with_fewer_producers_than_tables_loses_no_row() {
+        supervised_run(Some(2));
+    }
+
+    fn supervised_run(producers: Option<usize>) {
         use std::collections::{BTreeSet, HashMap};
 
         use changefeed::supervisor::SinkFactory;
@@ -534,6 +620,7 @@ mod tests {
         };
         let source = GenSource::new(GenSpec {
             tables: TABLES,
+            producers,
             rows: ROWS,
             spread: Some(SPREAD),
             row_size: 64,
