@@ -3,14 +3,16 @@
 //! SCRAM users added at format).
 //!
 //! - Round trips over TLS (the test CA), mutual TLS, SASL_PLAINTEXT with PLAIN,
-//!   SCRAM-SHA-256 and SCRAM-SHA-512, SASL_SSL with SCRAM-SHA-512 and PLAIN; the password from the URI, a
-//!   file and an environment variable.
+//!   SCRAM-SHA-256 and SCRAM-SHA-512, SASL_SSL with SCRAM-SHA-512 and PLAIN; the password
+//!   from the URI, a file and (the command, a subprocess) an environment variable.
 //! - Each failure is its own clear, unretryable error, long before the dial timeout
 //!   (30 s here) would end a retry loop: wrong password (`CDC:ErrKafkaAuthFailed` naming
 //!   mechanism and user, not the password), untrusted CA, hostname mismatch, expired
 //!   certificate, mutual TLS without a client certificate, TLS against a PLAINTEXT
 //!   listener and PLAINTEXT against a TLS one (`CDC:ErrKafkaTLS` saying which).
 //! - `insecure-skip-verify=true` accepts the untrusted and the wrong-host certificate.
+//! - A listener that accepts and closes at once (a proxy without a backend) is not taken
+//!   for a protocol mismatch: the connect is retried until the dial timeout.
 //!
 //! The broker is started once for this test binary; topics are per test.
 
@@ -166,7 +168,7 @@ fn sasl_plaintext_plain_and_both_scrams() {
 }
 
 #[test]
-fn sasl_ssl_scram_sha_512_from_a_file_and_plain_from_the_environment() {
+fn sasl_ssl_scram_sha_512_from_a_file_and_plain_from_the_uri() {
     let dir = std::env::temp_dir().join(format!("changefeed-sec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("password");
@@ -182,10 +184,11 @@ fn sasl_ssl_scram_sha_512_from_a_file_and_plain_from_the_environment() {
     );
     std::fs::remove_dir_all(&dir).ok();
 
-    // The variable's name is this test's own, so no other test sees it.
-    std::env::set_var("CHANGEFEED_TEST_SASL_PASSWORD", SASL_PASSWORD);
+    // The password in the URI here; from an environment variable in the command's test
+    // below (a subprocess: setting a variable in this process would race with the
+    // threads of librdkafka and OpenSSL that read the environment).
     let params = format!(
-        "{}&sasl-mechanism=PLAIN&sasl-user={SASL_USER}&sasl-password-env=CHANGEFEED_TEST_SASL_PASSWORD",
+        "{}&sasl-mechanism=PLAIN&sasl-user={SASL_USER}&sasl-password={SASL_PASSWORD}",
         ca()
     );
     round_trip(
@@ -437,4 +440,82 @@ fn the_command_never_prints_the_password() {
         "the wrong password is printed:\n{text}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A listener that accepts every connection and closes it at once, as a proxy with no
+/// live backend does; stopped (and joined) on drop.
+struct Closer {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Closer {
+    fn start() -> Closer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    drop(conn);
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            })
+        };
+        Closer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_listener_that_accepts_and_closes_is_retried_not_a_tls_error() {
+    let closer = Closer::start();
+    for (name, params) in [("plaintext", String::new()), ("tls", format!("&{}", ca()))] {
+        let uri = format!(
+            "kafka://{}/t?dial-timeout-ms=3000&max-retry=0{params}",
+            closer.addr
+        );
+        let config = KafkaSinkConfig::from_uri(&uri).unwrap();
+        let manager = DispatcherManager::builder(format!("sec-closer-{name}"))
+            .start(KafkaSink::new(config).unwrap())
+            .unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waiter = std::thread::spawn(move || {
+            let result = manager.wait();
+            tx.send(()).unwrap();
+            (manager, result)
+        });
+        rx.recv_timeout(HANG_GUARD)
+            .unwrap_or_else(|_| panic!("{name}: the sink did not give up"));
+        let (manager, result) = waiter.join().unwrap();
+        let error = result.expect_err("nothing to connect to");
+        assert!(
+            !matches!(
+                error,
+                Error::KafkaTls { .. } | Error::KafkaAuthFailed { .. }
+            ),
+            "{name}: a closed connection is not a protocol mismatch: {} {error}",
+            error.code()
+        );
+        assert_eq!(error.code(), "CDC:ErrKafkaNewProducer", "{name}: {error}");
+        manager.close().ok();
+    }
 }

@@ -89,8 +89,13 @@ pub(crate) trait Client: Send {
     fn reset(&mut self);
 
     /// The partition count of `topic`, or `None` when the client's metadata does not
-    /// know it. Called after [`connect`](Client::connect) succeeded.
-    fn partitions(&mut self, topic: &str) -> Result<std::result::Result<Option<i32>, Retry>>;
+    /// know it. Called after [`connect`](Client::connect) succeeded; returns early, with
+    /// `Err`, when `interrupt` is set and the client can notice it.
+    fn partitions(
+        &mut self,
+        topic: &str,
+        interrupt: &Interrupt,
+    ) -> Result<std::result::Result<Option<i32>, Retry>>;
 
     /// How many bytes of one partition's messages the sink puts into one
     /// [`send`](Client::send), given `max-message-bytes`. The kafka crate sends each call

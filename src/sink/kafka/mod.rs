@@ -71,6 +71,10 @@ mod encoder;
 mod kafka_rust;
 #[cfg(feature = "librdkafka")]
 mod librdkafka;
+// An ApiVersions v0 probe of our own: kafka-rust's connect bound and version check,
+// librdkafka's check that a listener that dropped TLS really is PLAINTEXT.
+#[cfg(any(feature = "kafka-rust", feature = "librdkafka"))]
+mod probe;
 pub mod router;
 mod security;
 
@@ -92,7 +96,7 @@ use crate::error::{Error, Result};
 use crate::event::TableName;
 use crate::message::{Encoder, Message, PartitionChoice};
 use crate::sink::{Batch, Batching, Interrupter, Sink};
-use client::{Client, Fault, Interrupt, Pending, Slice};
+use client::{Client, Fault, Interrupt, Outcome, Pending, Slice};
 use encoder::{key_text, record_size, KafkaEncoder};
 
 /// A topic and one of its partitions.
@@ -185,11 +189,11 @@ impl KafkaSink {
     /// looked up once more after a reset (fresh metadata) before it counts as missing.
     fn partition_count(&mut self, topic: &Arc<str>) -> Result<i32> {
         let new_producer = |reason| Error::KafkaNewProducer { reason };
-        if let Some(n) = self.with_retry(|c, _| c.partitions(topic), new_producer)? {
+        if let Some(n) = self.with_retry(|c, i| c.partitions(topic, i), new_producer)? {
             return Ok(n);
         }
         self.client.reset();
-        self.with_retry(|c, _| c.partitions(topic), new_producer)?
+        self.with_retry(|c, i| c.partitions(topic, i), new_producer)?
             .ok_or_else(|| Error::KafkaTopicNotExists {
                 topic: topic.to_string(),
             })
@@ -273,11 +277,21 @@ impl KafkaSink {
         pending: &Pending,
         slices: &[Slice],
     ) -> Result<Option<(String, Vec<Slice>)>> {
-        let outcomes = self.client.send(pending, slices, &self.interrupt)?;
+        let mut outcomes = self
+            .client
+            .send(pending, slices, &self.interrupt)?
+            .into_iter();
         debug_assert_eq!(outcomes.len(), slices.len(), "one outcome per slice");
         let mut failed = Vec::new();
         let mut why = Vec::new();
-        for (slice, outcome) in slices.iter().zip(outcomes) {
+        for slice in slices {
+            // A slice without an outcome was not confirmed: it goes again.
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Outcome::failed(Fault::Retry(format!(
+                    "{}/{}: no answer from the client",
+                    slice.topic, slice.partition
+                )))
+            });
             let rest = Slice {
                 idxs: slice.idxs[outcome.written.min(slice.idxs.len())..].to_vec(),
                 ..slice.clone()
@@ -338,9 +352,7 @@ impl KafkaSink {
                 .send(pending, std::slice::from_ref(&one), &self.interrupt)?
                 .pop()
                 .unwrap_or_else(|| {
-                    crate::sink::kafka::client::Outcome::failed(Fault::Retry(format!(
-                        "{topic}/{partition}: no answer"
-                    )))
+                    Outcome::failed(Fault::Retry(format!("{topic}/{partition}: no answer")))
                 });
             let unsent = &part[outcome.written.min(part.len())..];
             match outcome.fault {

@@ -19,9 +19,9 @@ use kafka::client::ProduceConfirm;
 use kafka::error::KafkaCode;
 use kafka::producer::{Compression as KCompression, Producer, Record, RequiredAcks as KAcks};
 
-use super::probe;
 use crate::error::Error;
 use crate::sink::kafka::config::{Compression, KafkaSinkConfig, RequiredAcks};
+use crate::sink::kafka::probe;
 
 /// Per (topic, partition) of a request: `Ok`, or the code the broker answered.
 pub(crate) type Confirmations = Vec<((String, i32), std::result::Result<(), KafkaCode>)>;

@@ -17,7 +17,6 @@
 //!   each partition's confirmation is read ([`answered`]).
 
 mod connection;
-mod probe;
 
 use kafka::error::KafkaCode;
 use kafka::producer::Record;
@@ -72,7 +71,11 @@ impl Client for KafkaRustClient {
         self.connections.clear();
     }
 
-    fn partitions(&mut self, topic: &str) -> Result<std::result::Result<Option<i32>, Retry>> {
+    fn partitions(
+        &mut self,
+        topic: &str,
+        _interrupt: &Interrupt,
+    ) -> Result<std::result::Result<Option<i32>, Retry>> {
         Ok(Ok(self
             .connections
             .first()

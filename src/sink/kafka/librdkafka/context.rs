@@ -44,6 +44,11 @@ impl SinkContext {
         out.append(&mut self.reports.lock());
     }
 
+    /// The newest client-level errors, left in place.
+    pub fn recent_errors(&self) -> Vec<(RDKafkaErrorCode, String)> {
+        self.errors.lock().iter().cloned().collect()
+    }
+
     /// The client-level errors received since the last call.
     pub fn take_errors(&self) -> Vec<(RDKafkaErrorCode, String)> {
         self.errors.lock().drain(..).collect()

@@ -36,6 +36,8 @@ use context::{Report, SinkContext};
 /// How long one metadata round of a connect waits before the client errors are looked
 /// at again.
 const METADATA_ROUND: Duration = Duration::from_millis(250);
+/// Pause after a metadata request that failed before its round was up.
+const METADATA_PAUSE: Duration = Duration::from_millis(20);
 /// How long the sink thread sleeps when a non-blocking `poll` served no delivery report
 /// (woken early by the interrupt). Not `poll(1 ms)`: rdkafka's `poll(t)` loops until `t`
 /// has passed and hands librdkafka the time left in whole milliseconds, so its last
@@ -82,11 +84,16 @@ impl LibrdkafkaClient {
     fn classify(&self, errors: &[(RDKafkaErrorCode, String)]) -> Result<()> {
         for (code, reason) in errors {
             let lower = reason.to_ascii_lowercase();
+            // The broker's own refusal: "SASL authentication error: …", or a mechanism
+            // it does not enable. Not "… handshake failed: Local: …" (a connection that
+            // broke during the handshake, retried).
+            let refused = lower.contains("sasl authentication error")
+                || (lower.contains("mechanism handshake failed") && !lower.contains("local:"));
             if let (
                 RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed,
                 Some(sasl),
                 true,
-            ) = (code, &self.config.security.sasl, lower.contains("sasl"))
+            ) = (code, &self.config.security.sasl, refused)
             {
                 return Err(Error::KafkaAuthFailed {
                     mechanism: sasl.mechanism.kafka_name().to_string(),
@@ -112,6 +119,12 @@ impl LibrdkafkaClient {
             {
                 continue;
             }
+            // A proxy with no live backend, a broker still starting or one over its
+            // connection limit also accepts and closes: a mismatch counts only when the
+            // listener is seen speaking the other protocol.
+            if what.is_mismatch() && !self.confirm_mismatch(what, reason) {
+                continue;
+            }
             let checked = match (what, &self.config.security.tls) {
                 (TlsFailure::Verify, Some(tls)) => verify::broker_in(reason)
                     .and_then(|addr| verify::verify_failure(addr, tls, VERIFY_TIMEOUT)),
@@ -127,6 +140,20 @@ impl LibrdkafkaClient {
             });
         }
         Ok(())
+    }
+
+    /// Whether the listener `reason` names speaks the protocol a [`TlsFailure`] mismatch
+    /// suspects: Kafka over PLAINTEXT (ApiVersions answered) when our TLS was dropped,
+    /// TLS (a handshake answered) when our PLAINTEXT was.
+    fn confirm_mismatch(&self, what: TlsFailure, reason: &str) -> bool {
+        let Some(addr) = verify::broker_in(reason) else {
+            return false;
+        };
+        match what {
+            TlsFailure::TlsToPlaintext => super::probe::probe(addr, VERIFY_TIMEOUT).is_ok(),
+            TlsFailure::PlaintextToTls => verify::speaks_tls(addr, VERIFY_TIMEOUT) == Some(true),
+            TlsFailure::Verify | TlsFailure::ClientCertificate => true,
+        }
     }
 
     /// The partition count of `topic` from a metadata request.
@@ -205,25 +232,29 @@ impl LibrdkafkaClient {
         use RDKafkaErrorCode as C;
         match code {
             C::MessageSizeTooLarge => Fault::TooLarge,
-            C::Authentication | C::SaslAuthenticationFailed => match &self.config.security.sasl {
-                Some(sasl) => Fault::Fatal(Error::KafkaAuthFailed {
-                    mechanism: sasl.mechanism.kafka_name().to_string(),
-                    user: sasl.user.clone(),
-                    detail: format!("{code}"),
-                }),
-                None => Fault::Fatal(Error::KafkaTls {
-                    detail: format!("{code}"),
-                }),
-            },
-            C::SSL => Fault::Fatal(Error::KafkaTls {
-                detail: format!("{code}"),
-            }),
+            // librdkafka fails waiting requests with these codes when a connection's
+            // authentication or handshake fails, transient causes included: fatal only
+            // when the client errors say the broker refused us (as at connect).
+            C::Authentication | C::SaslAuthenticationFailed | C::SSL => {
+                let recent = self
+                    .producer
+                    .as_ref()
+                    .map(|p| p.context().recent_errors())
+                    .unwrap_or_default();
+                match self.classify(&recent) {
+                    Err(e) => Fault::Fatal(e),
+                    Ok(()) => Fault::Retry(format!("{code:?} ({code})")),
+                }
+            }
             C::Fatal => {
                 let detail = self
                     .producer
                     .as_ref()
                     .and_then(|p| p.client().fatal_error())
-                    .map(|(code, why)| format!("{code:?}: {why}"))
+                    .map(|(code, why)| match self.config.security.secret() {
+                        Some(secret) => format!("{code:?}: {}", secret.redact(&why)),
+                        None => format!("{code:?}: {why}"),
+                    })
                     .unwrap_or_else(|| "fatal error".to_string());
                 Fault::Fatal(Error::KafkaSendMessage {
                     reason: format!("the producer hit a fatal error: {detail}"),
@@ -420,17 +451,34 @@ impl Client for LibrdkafkaClient {
         }
     }
 
-    fn partitions(&mut self, topic: &str) -> Result<std::result::Result<Option<i32>, Retry>> {
+    fn partitions(
+        &mut self,
+        topic: &str,
+        interrupt: &Interrupt,
+    ) -> Result<std::result::Result<Option<i32>, Retry>> {
         if let Some(known) = self.partitions.get(topic) {
             return Ok(Ok(*known));
         }
         let producer = self.producer.as_ref().expect("connected");
-        match Self::fetch_partitions(producer, topic, self.config.dial_timeout) {
-            Ok(count) => {
-                self.partitions.insert(topic.to_string(), count);
-                Ok(Ok(count))
+        // In short rounds, so a close's interrupt is seen between them.
+        let deadline = Instant::now() + self.config.dial_timeout;
+        loop {
+            interrupt.check()?;
+            let round = deadline
+                .saturating_duration_since(Instant::now())
+                .min(METADATA_ROUND)
+                .max(Duration::from_millis(1));
+            match Self::fetch_partitions(producer, topic, round) {
+                Ok(count) => {
+                    self.partitions.insert(topic.to_string(), count);
+                    return Ok(Ok(count));
+                }
+                Err(why) if Instant::now() >= deadline => return Ok(Err(why)),
+                // A quick failure (no broker up) is not retried in a tight loop.
+                Err(_) => {
+                    let _ = interrupt.sleep(METADATA_PAUSE);
+                }
             }
-            Err(why) => Ok(Err(why)),
         }
     }
 
@@ -451,7 +499,15 @@ impl Client for LibrdkafkaClient {
             let producer = self.producer.as_ref().expect("connected");
             let mut place = 0;
             for slice in slices {
+                // Once a message of a slice could not be enqueued, the rest of it is not
+                // enqueued either (it goes again after it, in order).
+                let mut refused: Option<RDKafkaErrorCode> = None;
                 for &i in &slice.idxs {
+                    if let Some(code) = refused {
+                        results[place] = Some(Some(code));
+                        place += 1;
+                        continue;
+                    }
                     let m = &pending[i].1;
                     let mut record =
                         BaseRecord::with_opaque_to(&slice.topic, (request << PLACE_BITS) | place)
@@ -463,6 +519,10 @@ impl Client for LibrdkafkaClient {
                     if !m.key.is_empty() {
                         record = record.key(&m.key[..]);
                     }
+                    // librdkafka's queue has room for any one message once it drains;
+                    // a queue that does not drain within the message timeout (no
+                    // broker takes anything) leaves the message to the retry loop.
+                    let queue_deadline = Instant::now() + self.config.message_timeout;
                     loop {
                         match producer.send(record) {
                             Ok(()) => {
@@ -480,13 +540,18 @@ impl Client for LibrdkafkaClient {
                                     producer.purge(PurgeConfig::default().queue().inflight());
                                     return interrupt.check().map(|_| Vec::new());
                                 }
+                                if Instant::now() >= queue_deadline {
+                                    results[place] = Some(Some(RDKafkaErrorCode::QueueFull));
+                                    refused = Some(RDKafkaErrorCode::QueueFull);
+                                    break;
+                                }
                                 producer.poll(Duration::ZERO);
                                 let _ = interrupt.sleep(IDLE_WAIT);
                             }
                             Err((e, _)) => {
-                                results[place] = Some(Some(
-                                    e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
-                                ));
+                                let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                                results[place] = Some(Some(code));
+                                refused = Some(code);
                                 break;
                             }
                         }

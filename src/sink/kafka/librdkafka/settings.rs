@@ -6,13 +6,15 @@
 //! | `bootstrap.servers`, `client.id` | the URI's brokers, `kafka-client-id` | |
 //! | `acks` | `required-acks` (`all`, `1`, `0`) | |
 //! | `enable.idempotence` | on with `required-acks=-1` unless `enable-idempotence=false` | no duplicates from librdkafka's own retries, order kept with 5 requests in flight |
+//! | `max.in.flight.requests.per.connection` | 5 with idempotence, else 1 | without idempotence a retried request could land after a later one; one in flight keeps each partition in order |
 //! | `compression.type` | `compression` | |
 //! | `message.timeout.ms` | `message-timeout-ms` (10 s) | how long librdkafka retries a message before the sink's own retry loop takes over |
 //! | `request.timeout.ms` | `ack-timeout-ms` | how long the broker may wait for replicas |
 //! | `socket.connection.setup.timeout.ms` | `dial-timeout-ms` | |
 //! | `retry.backoff.ms`, `retry.backoff.max.ms`, `reconnect.backoff.ms`, `reconnect.backoff.max.ms` | `retry-backoff-ms`, `retry-backoff-max-ms` | |
 //! | `message.max.bytes` | `max-message-bytes` + 1 KiB, at least 1,000,000 | librdkafka refuses a single message above it locally; the sink's encoder already refused anything above `max-message-bytes` |
-//! | `queue.buffering.max.kbytes` | 2 × `batch-bytes` | librdkafka copies each message into its queue: at most one flush's worth is there at a time, so the engine's memory quota (which holds the originals until the flush is confirmed) stays the bound |
+//! | `batch.size` | `max-message-bytes` | a partition's message set in one request stays under the size the topic accepts |
+//! | `queue.buffering.max.kbytes` | 2 × the larger of `batch-bytes` and `max-message-bytes` + 1 KiB | librdkafka copies each message into its queue: at most one flush's worth is there at a time, so the engine's memory quota (which holds the originals until the flush is confirmed) stays the bound |
 //! | `queue.buffering.max.messages` | 2 × `batch-records`, at least 100,000 | same |
 //! | `linger.ms` | 2 | the sink hands librdkafka a whole flush at once; a short linger lets it batch the flush's tail without waiting long |
 //! | `allow.auto.create.topics` | `false` | a missing topic is reported (`CDC:ErrKafkaTopicNotExists`), never waited for or created |
@@ -43,6 +45,12 @@ pub(super) fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
             },
         )
         .set("enable.idempotence", config.idempotent().to_string())
+        // Without idempotence, a retried request could land after a later one: one
+        // request in flight per connection keeps each partition in order.
+        .set(
+            "max.in.flight.requests.per.connection",
+            if config.idempotent() { "5" } else { "1" },
+        )
         .set("compression.type", config.compression.name())
         .set("message.timeout.ms", ms(config.message_timeout))
         .set("request.timeout.ms", ms(config.ack_timeout))
@@ -60,10 +68,25 @@ pub(super) fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
                 .clamp(1_000_000, 1_000_000_000)
                 .to_string(),
         )
+        // librdkafka refuses a message that would take its queue over this, even when
+        // the queue is empty: room for two flushes and for two of the largest messages.
         .set(
             "queue.buffering.max.kbytes",
-            (config.batch_bytes.saturating_mul(2) / 1024)
+            (config
+                .batch_bytes
+                .max(config.max_message_bytes + 1024)
+                .saturating_mul(2)
+                / 1024)
                 .clamp(1024, MAX_QUEUE_KBYTES)
+                .to_string(),
+        )
+        // One message set per partition per request stays under max-message-bytes, as
+        // the broker's topic limit expects (kafka-rust's request shape).
+        .set(
+            "batch.size",
+            config
+                .max_message_bytes
+                .clamp(1, i32::MAX as usize)
                 .to_string(),
         )
         .set(

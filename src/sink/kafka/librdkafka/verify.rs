@@ -8,17 +8,51 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+use openssl::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509VerifyResult;
 
 use crate::sink::kafka::security::Tls;
 
 /// The broker address (`HOST:PORT`) in a librdkafka error text such as
-/// `ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: …`.
+/// `ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: …`, or a log line such as
+/// `[thrd:127.0.0.1:9092/bootstrap]: 127.0.0.1:9092/bootstrap: Disconnected …`.
 pub(super) fn broker_in(reason: &str) -> Option<&str> {
-    let (_, rest) = reason.split_once("://")?;
-    let end = rest.find('/')?;
-    Some(&rest[..end])
+    let s = reason.strip_prefix("[thrd:").unwrap_or(reason);
+    let slash = s.find('/')?;
+    let s = match s.find("://") {
+        Some(i) if i < slash => &s[i + 3..],
+        _ => s,
+    };
+    let addr = &s[..s.find('/')?];
+    (addr.contains(':') && !addr.contains(char::is_whitespace)).then_some(addr)
+}
+
+/// Whether the listener at `addr` answers a TLS handshake (any certificate accepted,
+/// nothing verified, no data sent): `None` when it cannot be reached within `timeout`.
+pub(super) fn speaks_tls(addr: &str, timeout: Duration) -> Option<bool> {
+    let (host, _) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
+    builder.set_verify(SslVerifyMode::NONE);
+    let connector = builder.build();
+    let socket = addr.to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&socket, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let config = connector
+        .configure()
+        .ok()?
+        .verify_hostname(false)
+        .use_server_name_indication(false);
+    match config.connect(host, stream) {
+        Ok(_) => Some(true),
+        // A server that chose a cipher (or sent a certificate) speaks TLS, whatever
+        // failed after that; one that closed on our hello does not.
+        Err(HandshakeError::Failure(mid) | HandshakeError::WouldBlock(mid)) => {
+            Some(mid.ssl().current_cipher().is_some() || mid.ssl().peer_certificate().is_some())
+        }
+        Err(HandshakeError::SetupFailure(_)) => None,
+    }
 }
 
 /// OpenSSL's reason the certificate of the broker at `addr` (`HOST:PORT`) does not verify
@@ -62,6 +96,14 @@ mod tests {
             broker_in("sasl_ssl://kafka-1.example:9093/2: Receive failed"),
             Some("kafka-1.example:9093")
         );
+        assert_eq!(
+            broker_in("[thrd:127.0.0.1:40091/bootstrap]: 127.0.0.1:40091/bootstrap: Disconnected"),
+            Some("127.0.0.1:40091")
+        );
+        assert_eq!(
+            broker_in("[thrd:ssl://127.0.0.1:4/bootstrap]: ssl://127.0.0.1:4/bootstrap: SSL"),
+            Some("127.0.0.1:4")
+        );
         assert_eq!(broker_in("1/1 brokers are down"), None);
     }
 
@@ -74,5 +116,18 @@ mod tests {
             verify_failure(&addr, &Tls::default(), Duration::from_secs(1)),
             None
         );
+        assert_eq!(speaks_tls(&addr, Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_listener_that_closes_on_the_hello_does_not_speak_tls() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let closer = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            drop(conn);
+        });
+        assert_eq!(speaks_tls(&addr, Duration::from_secs(2)), Some(false));
+        closer.join().unwrap();
     }
 }

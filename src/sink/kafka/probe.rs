@@ -1,4 +1,6 @@
-//! Reaching a broker with a bound, and telling whether it still speaks protocol v0.
+//! Reaching a broker with a bound, and telling whether it still speaks protocol v0 (the
+//! kafka-rust client), or whether it answers Kafka over PLAINTEXT at all (the librdkafka
+//! client, when a TLS handshake was dropped).
 //!
 //! The kafka crate connects without a timeout and speaks only API version 0. Kafka 4.0
 //! removed the oldest versions of Produce, Fetch and others (KIP-896) and drops a
@@ -27,11 +29,13 @@ const MAX_RESPONSE: i32 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BrokerVersions {
     /// Fetch's lowest supported version, if listed.
+    #[cfg_attr(not(feature = "kafka-rust"), allow(dead_code))]
     pub fetch_min: Option<i16>,
 }
 
 impl BrokerVersions {
     /// Kafka 4.0 and later no longer accept the protocol v0 requests this client sends.
+    #[cfg_attr(not(feature = "kafka-rust"), allow(dead_code))]
     pub fn rejects_v0(&self) -> bool {
         self.fetch_min.is_some_and(|v| v >= 4)
     }
