@@ -353,6 +353,23 @@ fn every_bad_kafka_parameter_value_is_refused_naming_the_parameter() {
             "kafka://h:9092/t?replication-factor=3".into(),
             &["replication-factor"],
         ),
+        // librdkafka's own ranges, and what librdkafka could not take.
+        (
+            "kafka://h:9092/t?retry-backoff-max-ms=300001".into(),
+            &["retry-backoff-max-ms", "300000"],
+        ),
+        (
+            "kafka://h:9092/t?ack-timeout-ms=900001".into(),
+            &["ack-timeout-ms", "900000"],
+        ),
+        (
+            "kafka://h:9092/t?message-timeout-ms=5".into(),
+            &["message-timeout-ms", "10"],
+        ),
+        (
+            "kafka://cdc:secret@h:9092/t".into(),
+            &["brokers", "no credentials"],
+        ),
     ];
     for (uri, names) in &cases {
         assert_open_fails(uri, KAFKA, names);
@@ -363,6 +380,78 @@ fn every_bad_kafka_parameter_value_is_refused_naming_the_parameter() {
     let e = KafkaSinkConfig::from_uri("memory://").unwrap_err();
     assert_eq!(e.code(), "CDC:ErrSinkURIInvalid");
     assert!(e.to_string().contains("not a kafka:// uri"), "{e}");
+}
+
+/// The librdkafka client reads the PEM files and checks every property when the sink is
+/// built: a file that is not PEM, a key that is not the certificate's, a NUL character.
+#[test]
+fn kafka_sink_new_refuses_bad_pem_files_and_nul_characters_naming_them() {
+    const KAFKA: &str = "CDC:ErrKafkaInvalidConfig";
+    let dir = tempfile::TempDir::new().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let key_a = rcgen::KeyPair::generate().unwrap();
+    let key_b = rcgen::KeyPair::generate().unwrap();
+    let cert_a = rcgen::CertificateParams::new(vec!["client".to_string()])
+        .unwrap()
+        .self_signed(&key_a)
+        .unwrap();
+    let garbage = write("garbage.pem", "not a certificate\n");
+    let cert = write("cert.pem", &cert_a.pem());
+    let key = write("key.pem", &key_a.serialize_pem());
+    let other_key = write("other-key.pem", &key_b.serialize_pem());
+    let secret = "NulPw";
+    for (uri, param, says) in [
+        (
+            format!("kafka://h:9092/t?ca={garbage}"),
+            "ca",
+            "no PEM certificate",
+        ),
+        (
+            format!("kafka://h:9092/t?cert={garbage}&key={key}"),
+            "cert",
+            "not a PEM certificate",
+        ),
+        (
+            format!("kafka://h:9092/t?cert={cert}&key={garbage}"),
+            "key",
+            "not an unencrypted PEM private key",
+        ),
+        (
+            format!("kafka://h:9092/t?cert={cert}&key={other_key}"),
+            "key",
+            "is not the key of",
+        ),
+    ] {
+        let config = KafkaSinkConfig::from_uri(&uri).unwrap();
+        let e = KafkaSink::new(config).err().expect(&uri);
+        assert_eq!(e.code(), KAFKA, "{uri}: {e}");
+        assert!(
+            e.to_string().contains(param) && e.to_string().contains(says),
+            "{uri}: {e}"
+        );
+    }
+    assert!(
+        KafkaSink::new(
+            KafkaSinkConfig::from_uri(&format!("kafka://h:9092/t?cert={cert}&key={key}")).unwrap()
+        )
+        .is_ok(),
+        "a matching certificate and key are accepted"
+    );
+    // Query values are percent-decoded: %00 is a NUL.
+    let nul = KafkaSinkConfig::from_uri(&format!(
+        "kafka://h:9092/t?sasl-mechanism=plain&sasl-user=u&sasl-password={secret}%00x"
+    ))
+    .and_then(KafkaSink::new);
+    let e = nul.err().expect("a NUL in the password is refused");
+    assert!(e.to_string().contains("sasl-password"), "{e}");
+    assert!(
+        !e.to_string().contains(secret),
+        "the password is in the error: {e}"
+    );
 }
 
 #[test]

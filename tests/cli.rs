@@ -191,6 +191,31 @@ fn gen_with_fewer_producers_than_tables_delivers_every_row_in_order() {
     );
 }
 
+/// A password variable that is not UTF-8: exit 2 naming the parameter; the value (which
+/// the standard library's own error text would print) appears nowhere.
+#[test]
+fn a_non_utf8_password_variable_is_refused_without_printing_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new().unwrap();
+    let out = run(changefeed(dir.path())
+        .args([
+            "run",
+            "--sink-uri",
+            "kafka://127.0.0.1:9/t?sasl-mechanism=plain&sasl-user=u&sasl-password-env=CF_TEST_PW",
+        ])
+        .env(
+            "CF_TEST_PW",
+            std::ffi::OsStr::from_bytes(b"Hunter2Secret\xff"),
+        ));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("sasl-password-env") && all.contains("not valid UTF-8"),
+        "{all}"
+    );
+    assert!(!all.contains("Hunter2"), "the password is printed: {all}");
+}
+
 #[test]
 fn unknown_sink_scheme_exits_2_naming_it() {
     let dir = TempDir::new().unwrap();

@@ -377,6 +377,37 @@ impl KafkaSinkConfig {
                         "the idempotent producer needs required-acks=-1",
                     ));
                 }
+                // librdkafka's own ranges (CONFIGURATION.md), checked here so that a bad
+                // value fails when the sink is built, not on every connect.
+                let ms = |d: Duration| d.as_millis();
+                for (param, value, min, max) in [
+                    ("retry-backoff-ms", ms(self.retry_backoff), 1, 300_000),
+                    (
+                        "retry-backoff-max-ms",
+                        ms(self.retry_backoff_max),
+                        1,
+                        300_000,
+                    ),
+                    ("ack-timeout-ms", ms(self.ack_timeout), 1, 900_000),
+                    // Above librdkafka's linger.ms, which the client sets to 2.
+                    (
+                        "message-timeout-ms",
+                        ms(self.message_timeout),
+                        10,
+                        2_147_483_647,
+                    ),
+                ] {
+                    if !(min..=max).contains(&value) {
+                        return Err(invalid(
+                            param,
+                            format!("{value}; librdkafka takes {min} to {max}"),
+                        ));
+                    }
+                }
+                if self.client_id.contains('\0') {
+                    return Err(invalid("kafka-client-id", "contains a NUL character"));
+                }
+                self.security.check_no_nul()?;
             }
         }
         Ok(())
@@ -617,6 +648,13 @@ fn millis(name: &str, value: &str, min: u64) -> Result<Duration> {
 }
 
 fn validate_broker(broker: &str) -> Result<()> {
+    // Not user:password@host (its text would reach librdkafka's logs and our errors).
+    if broker.contains(['@', '/', '\0']) || broker.contains(char::is_whitespace) {
+        return Err(invalid(
+            "brokers",
+            "a broker is host:port (no credentials, paths or spaces; SASL has its own parameters)",
+        ));
+    }
     let Some((host, port)) = broker.rsplit_once(':') else {
         return Err(invalid("brokers", format!("{broker:?} is not host:port")));
     };

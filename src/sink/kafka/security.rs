@@ -143,6 +143,29 @@ pub(crate) struct Security {
 
 #[cfg_attr(not(feature = "librdkafka"), allow(dead_code))]
 impl Security {
+    /// A NUL character cannot pass to librdkafka (C strings): refused when the sink is
+    /// built, naming the parameter (never the value).
+    pub fn check_no_nul(&self) -> Result<()> {
+        let nul = |text: &str| text.contains('\0');
+        let path = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| nul(&p.to_string_lossy()));
+        if let Some(tls) = &self.tls {
+            for (param, given) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if path(given) {
+                    return Err(invalid(param, "contains a NUL character"));
+                }
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            if nul(&sasl.user) {
+                return Err(invalid("sasl-user", "contains a NUL character"));
+            }
+            if nul(sasl.password.expose()) {
+                return Err(invalid("sasl-password", "contains a NUL character"));
+            }
+        }
+        Ok(())
+    }
+
     /// Kafka's `security.protocol` for these settings.
     pub fn protocol(&self) -> &'static str {
         match (&self.tls, &self.sasl) {
@@ -214,8 +237,14 @@ impl SecurityParams {
                 self.set_password("sasl-password-file", Secret::new(text))?
             }
             "sasl-password-env" => {
-                let text = std::env::var(value)
-                    .map_err(|e| invalid(name, format!("environment variable {value:?}: {e}")))?;
+                // Not the VarError's text: for a value that is not UTF-8 it holds the value.
+                let text = std::env::var(value).map_err(|e| {
+                    let why = match e {
+                        std::env::VarError::NotPresent => "is not set",
+                        std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+                    };
+                    invalid(name, format!("environment variable {value:?} {why}"))
+                })?;
                 self.set_password("sasl-password-env", Secret::new(text))?
             }
             _ => return Ok(false),

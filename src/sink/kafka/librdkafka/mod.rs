@@ -69,7 +69,15 @@ pub(crate) struct LibrdkafkaClient {
 }
 
 impl LibrdkafkaClient {
+    /// Checks what librdkafka would refuse only when connecting — its property values,
+    /// the PEM files — so that a bad config fails when the sink is built.
     pub fn new(config: KafkaSinkConfig) -> Result<LibrdkafkaClient> {
+        if let Some(tls) = &config.security.tls {
+            verify::check_pem_files(tls)?;
+        }
+        if let Err(e) = settings::client_config(&config).create_native_config() {
+            return Err(settings::config_error(&config, e));
+        }
         Ok(LibrdkafkaClient {
             config,
             producer: None,

@@ -22,7 +22,10 @@
 //! | `security.protocol`, `ssl.*`, `sasl.*` | the security parameters (`security.rs`) | `ssl.endpoint.identification.algorithm=https` and `enable.ssl.certificate.verification=true` unless `insecure-skip-verify=true` |
 
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
+
+use crate::error::Error;
 
 use crate::sink::kafka::config::{KafkaSinkConfig, RequiredAcks};
 
@@ -126,6 +129,54 @@ pub(super) fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
     // the context whatever the program logs, to be classified.
     c.set_log_level(RDKafkaLogLevel::Info);
     c
+}
+
+/// Our parameter behind a librdkafka property [`client_config`] sets.
+fn param_of(property: &str) -> &str {
+    match property {
+        "bootstrap.servers" => "brokers",
+        "client.id" => "kafka-client-id",
+        "acks" => "required-acks",
+        "enable.idempotence" => "enable-idempotence",
+        "compression.type" => "compression",
+        "message.timeout.ms" => "message-timeout-ms",
+        "request.timeout.ms" => "ack-timeout-ms",
+        "socket.connection.setup.timeout.ms" => "dial-timeout-ms",
+        "retry.backoff.ms" | "reconnect.backoff.ms" => "retry-backoff-ms",
+        "retry.backoff.max.ms" | "reconnect.backoff.max.ms" => "retry-backoff-max-ms",
+        "message.max.bytes" | "batch.size" => "max-message-bytes",
+        "queue.buffering.max.kbytes" => "batch-bytes",
+        "queue.buffering.max.messages" => "batch-records",
+        "ssl.ca.location" => "ca",
+        "ssl.certificate.location" => "cert",
+        "ssl.key.location" => "key",
+        "sasl.mechanisms" => "sasl-mechanism",
+        "sasl.username" => "sasl-user",
+        "sasl.password" => "sasl-password",
+        other => other,
+    }
+}
+
+/// librdkafka's refusal of a property as `CDC:ErrKafkaInvalidConfig` naming our
+/// parameter; librdkafka's words, with the password (if any) redacted.
+pub(super) fn config_error(config: &KafkaSinkConfig, error: KafkaError) -> Error {
+    let redact = |text: String| match config.security.secret() {
+        Some(secret) => secret.redact(&text),
+        None => text,
+    };
+    match error {
+        KafkaError::ClientConfig(_, description, property, _) => Error::KafkaInvalidConfig {
+            param: param_of(&property).to_string(),
+            reason: format!("librdkafka refuses it: {}", redact(description)),
+        },
+        other => Error::KafkaInvalidConfig {
+            param: "kafka-client".to_string(),
+            reason: format!(
+                "librdkafka refuses the configuration: {}",
+                redact(other.to_string())
+            ),
+        },
+    }
 }
 
 impl KafkaSinkConfig {

@@ -11,7 +11,60 @@ use std::time::Duration;
 use openssl::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509VerifyResult;
 
+use crate::error::{Error, Result};
 use crate::sink::kafka::security::Tls;
+
+/// Reads the `ca`, `cert` and `key` PEM files as librdkafka will: a CA file with at
+/// least one certificate, a certificate, an unencrypted private key that belongs to it.
+/// The error names the parameter, never a key's content.
+pub(super) fn check_pem_files(tls: &Tls) -> Result<()> {
+    use openssl::pkey::PKey;
+    use openssl::x509::X509;
+    let invalid = |param: &str, reason: String| Error::KafkaInvalidConfig {
+        param: param.to_string(),
+        reason,
+    };
+    let read = |param: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| invalid(param, format!("cannot read {}: {e}", path.display())))
+    };
+    if let Some(ca) = &tls.ca {
+        match X509::stack_from_pem(&read("ca", ca)?) {
+            Ok(certs) if !certs.is_empty() => {}
+            _ => {
+                return Err(invalid(
+                    "ca",
+                    format!("{} holds no PEM certificate", ca.display()),
+                ))
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        let cert_pem = X509::from_pem(&read("cert", cert)?).map_err(|_| {
+            invalid(
+                "cert",
+                format!("{} is not a PEM certificate", cert.display()),
+            )
+        })?;
+        let key_pem = PKey::private_key_from_pem(&read("key", key)?).map_err(|_| {
+            invalid(
+                "key",
+                format!("{} is not an unencrypted PEM private key", key.display()),
+            )
+        })?;
+        let matches = cert_pem
+            .public_key()
+            .map(|public| public.public_eq(&key_pem))
+            .unwrap_or(false);
+        if !matches {
+            return Err(invalid(
+                "key",
+                format!("{} is not the key of {}", key.display(), cert.display()),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The broker address (`HOST:PORT`) in a librdkafka error text such as
 /// `ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: …`, or a log line such as
