@@ -271,10 +271,13 @@ impl KafkaSinkConfig {
     ///
     /// | parameter | values | default |
     /// |---|---|---|
+    /// | `kafka-client` | `librdkafka`, `kafka-rust` | `librdkafka` |
     /// | `protocol` | `canal-json`, `debezium` | `canal-json` |
     /// | `max-message-bytes` | bytes, ≥ 1024; one encoded event and one partition's share of a request stay under it | 1048576 |
     /// | `required-acks` | `-1`, `1`, `0` (at-most-once) | `-1` |
-    /// | `compression` | `none`, `gzip`, `snappy` | `none` |
+    /// | `enable-idempotence` | librdkafka: `true` (needs `-1`) or `false` | on with `-1` |
+    /// | `compression` | `none`, `gzip`, `snappy`; `lz4`, `zstd` (librdkafka) | `none` |
+    /// | `message-timeout-ms` | librdkafka: how long it may try one message, 10 or more | 10000 |
     /// | `kafka-client-id` | text | `changefeed` |
     /// | `max-retry` | retries of a failed send before the sink fails | 5 |
     /// | `retry-backoff-ms` / `retry-backoff-max-ms` | first wait, doubling up to the max | 100 / 2000 |
@@ -282,12 +285,15 @@ impl KafkaSinkConfig {
     /// | `dial-timeout-ms` | bound on reaching a broker when (re)connecting | 10000 |
     /// | `batch-bytes` / `batch-records` | what the sink gathers before one flush | 4194304 / 16384 |
     /// | `linger-ms` | how long to wait for more batches before a flush | 0 |
-    /// | `connections` | producer connections, 1 to 16: a flush's requests go out on all of them at once, each topic-partition always on the same one | 2 |
-    /// | `auto-create-topic` | `false` only: protocol v0 cannot create topics | `false` |
+    /// | `connections` | kafka-rust: producer connections, 1 to 16: a flush's requests go out on all of them at once, each topic-partition always on the same one | 2 |
+    /// | `auto-create-topic` | `false` only: topics are created with Kafka's tools | `false` |
+    /// | `enable-tls`, `ca`, `cert`, `key`, `insecure-skip-verify`, `sasl-mechanism`, `sasl-user`, `sasl-password`, `sasl-password-file`, `sasl-password-env` | librdkafka: TLS and SASL (`security.rs`) | off |
     ///
-    /// TLS and SASL parameters are rejected (PLAINTEXT only), as are TiCDC parameters
-    /// this client cannot honour; any other unknown parameter or bad value is a
-    /// `CDC:ErrKafkaInvalidConfig` naming it.
+    /// Parameters the chosen client cannot honour (TLS, SASL, lz4, zstd and idempotence
+    /// on kafka-rust; `connections` on librdkafka) are rejected, as are TiCDC parameters
+    /// neither client honours; any other unknown parameter or bad value is a
+    /// `CDC:ErrKafkaInvalidConfig` naming it. A password in the URI is percent-decoded:
+    /// write `&` as `%26` (or use `sasl-password-file` / `sasl-password-env`).
     pub fn from_uri(uri: &str) -> Result<KafkaSinkConfig> {
         let parsed = SinkUri::parse(uri)?;
         if parsed.scheme != "kafka" {
@@ -508,7 +514,7 @@ impl KafkaSinkConfig {
                 "true" => {
                     return Err(invalid(
                         name,
-                        "creating topics is not supported by this client (protocol v0 has no CreateTopics); create them with Kafka's tools",
+                        "creating topics is not supported: a missing topic is reported (CDC:ErrKafkaTopicNotExists), never created; create topics with Kafka's tools",
                     ))
                 }
                 _ => return Err(invalid(name, format!("{value:?}; expected true or false"))),
@@ -739,7 +745,7 @@ mod tests {
             ("kafka://h:9092/t?colour=blue", "colour"),
             (
                 "kafka://h:9092/t?auto-create-topic=true",
-                "not supported by this client",
+                "not supported",
             ),
             (
                 "kafka://h:9092/t?enable-tls=true&kafka-client=kafka-rust",

@@ -8,10 +8,12 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::message::{Encoder, Message};
 
-/// Bytes a message takes on the wire besides its key and value: the per-message framing
-/// of a protocol v0 message set (offset, size, CRC, magic, attributes, key and value
-/// lengths). A v2 record (librdkafka) takes less, so this bounds both.
-pub const RECORD_OVERHEAD: usize = 26;
+/// Bytes a message alone in a batch takes on the wire besides its key and value, on
+/// either client: a v2 record batch (librdkafka) has a 61-byte header and at most 32
+/// bytes of record framing (varint lengths, attributes, deltas, header count); a protocol
+/// v0 message set (kafka-rust) 26 (offset, size, CRC, magic, attributes, key and value
+/// lengths). What the broker checks against the topic's `max.message.bytes`.
+pub const RECORD_OVERHEAD: usize = 61 + 32;
 
 /// The bytes `m` takes on the wire: what `max-message-bytes` bounds.
 pub(crate) fn record_size(m: &Message) -> usize {
