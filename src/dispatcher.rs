@@ -1,34 +1,36 @@
 //! One table's path into the sink: the [`Dispatcher`] handle producers send through,
-//! and the dispatcher thread that encodes the table's events and hands them, in order,
-//! to the one sink channel.
+//! and the threads that encode the table's events and hand them, in order, to the one
+//! sink channel: the table's own dispatcher thread ([`Worker`], the default), or the
+//! pool's workers ([`PoolWorker`], [`Builder::dispatcher_threads`]), which serve every
+//! table, one table at a time each. Both drain through [`Drain`].
 //!
 //! `send` → table queue (bounded, [`Builder::dispatcher_capacity`] events, and bounded in
-//! bytes by the memory quota) → dispatcher thread (encodes a run of queued events into
-//! one batch of at most [`MAX_BATCH_EVENTS`] events / [`MAX_BATCH_BYTES`] bytes, without
-//! waiting to fill it) → sink channel.
+//! bytes by the memory quota) → dispatcher thread or pool worker (encodes a run of
+//! queued events into one batch of at most [`MAX_BATCH_EVENTS`] events /
+//! [`MAX_BATCH_BYTES`] bytes, without waiting to fill it) → sink channel.
 //!
 //! [`Builder::dispatcher_capacity`]: crate::Builder::dispatcher_capacity
+//! [`Builder::dispatcher_threads`]: crate::Builder::dispatcher_threads
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
-    bounded, select, Receiver, Select, Sender, TryRecvError, TrySendError as ChannelFull,
+    select, Receiver, Select, Sender, TryRecvError, TrySendError as ChannelFull,
 };
-use parking_lot::Mutex;
 
 use crate::deadline;
 use crate::error::{panic_text, Error, Result, SendError, TrySendError};
 use crate::event::{Event, TableName};
-use crate::progress::{Ack, Progress};
+use crate::progress::Ack;
 use crate::quota::Refused;
 use crate::shared::{spawn, Shared};
 use crate::sink::{Batch, Message};
-use crate::table::{DispatcherShared, Order, Queued};
+use crate::table::{DispatcherShared, Queued};
 
 /// Most events a dispatcher puts in one batch.
 pub const MAX_BATCH_EVENTS: usize = 256;
@@ -36,28 +38,18 @@ pub const MAX_BATCH_EVENTS: usize = 256;
 /// alone).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Starts the dispatcher thread of `table`.
+/// Starts the dispatcher thread of `table` (a thread per dispatcher).
 pub(crate) fn spawn_dispatcher(
     shared: &Arc<Shared>,
     table: TableName,
     sink_tx: Sender<Batch>,
 ) -> Result<(Arc<DispatcherShared>, JoinHandle<()>)> {
-    let (queue_tx, queue_rx) = bounded(shared.config.dispatcher_capacity);
-    let (stop_tx, stop_rx) = bounded::<()>(0);
-    let (exited_tx, exited) = bounded::<()>(0);
-    let (closing_tx, closing_rx) = bounded::<()>(0);
-    let inner = Arc::new(DispatcherShared {
-        closing_tx: Mutex::new(Some(closing_tx)),
-        closing_rx,
-        exited,
-        progress: Progress::new(shared.config.start_ts),
-        table: table.clone(),
-        queue_tx,
-        spare_rx: Mutex::new(Some(queue_rx.clone())),
-        order: Mutex::new(Order::default()),
-        stop_tx: Mutex::new(Some(stop_tx)),
-        removed: AtomicBool::new(false),
-    });
+    let (inner, queue_rx, stop_rx, exited_tx) = DispatcherShared::new(
+        table.clone(),
+        shared.config.dispatcher_capacity,
+        shared.config.start_ts,
+        false,
+    );
     let worker = Worker {
         shared: Arc::clone(shared),
         inner: Arc::clone(&inner),
@@ -69,6 +61,37 @@ pub(crate) fn spawn_dispatcher(
     let name = format!("cf-{}-dispatcher-{table}", shared.config.changefeed);
     let thread = spawn(name, move || worker.run())?;
     Ok((inner, thread))
+}
+
+/// The state of a table served by the pool (no thread of its own).
+pub(crate) fn pooled_dispatcher(shared: &Shared, table: TableName) -> Arc<DispatcherShared> {
+    let (inner, _, _, _) = DispatcherShared::new(
+        table,
+        shared.config.dispatcher_capacity,
+        shared.config.start_ts,
+        true,
+    );
+    inner
+}
+
+/// Starts the pool's `threads` workers, `cf-<id>-dispatch-<i>`.
+pub(crate) fn spawn_pool(
+    shared: &Arc<Shared>,
+    threads: usize,
+    ready_rx: &Receiver<Option<Arc<DispatcherShared>>>,
+    sink_tx: &Sender<Batch>,
+) -> Result<Vec<JoinHandle<()>>> {
+    (0..threads)
+        .map(|i| {
+            let worker = PoolWorker {
+                shared: Arc::clone(shared),
+                ready_rx: ready_rx.clone(),
+                sink_tx: sink_tx.clone(),
+            };
+            let name = format!("cf-{}-dispatch-{i}", shared.config.changefeed);
+            spawn(name, move || worker.run())
+        })
+        .collect()
 }
 
 /// How long a send may wait for room.
@@ -231,6 +254,9 @@ impl Dispatcher {
         ) {
             Ok(()) => {
                 order.last_commit_ts = ts;
+                if let Some(pool) = &self.shared.pool {
+                    pool.schedule(&self.inner);
+                }
                 Ok(())
             }
             Err((item, why)) => {
@@ -319,7 +345,7 @@ struct Worker {
     stop_rx: Receiver<()>,
     sink_tx: Sender<Batch>,
     /// Dropped with the worker: tells `wait_exited` the thread is done.
-    _exited: Sender<()>,
+    _exited: Option<Sender<()>>,
 }
 
 impl Worker {
@@ -357,8 +383,8 @@ impl Worker {
                 };
                 pending.push_back(first);
             }
-            let batch = self.build(&mut pending)?;
-            if !self.deliver(batch) {
+            let batch = self.drainer().build(&mut pending)?;
+            if !self.drainer().deliver(batch) {
                 return Ok(());
             }
         }
@@ -367,10 +393,10 @@ impl Worker {
     /// On stop: delivers everything taken or queued, then seals the queue.
     fn drain(&self, mut pending: VecDeque<Queued>) -> Result<()> {
         loop {
-            self.take_queued(&mut pending);
+            self.drainer().take_queued(&mut pending);
             while !pending.is_empty() {
-                let batch = self.build(&mut pending)?;
-                if !self.deliver(batch) {
+                let batch = self.drainer().build(&mut pending)?;
+                if !self.drainer().deliver(batch) {
                     return Ok(());
                 }
             }
@@ -384,6 +410,26 @@ impl Worker {
         }
     }
 
+    fn drainer(&self) -> Drain<'_> {
+        Drain {
+            shared: &self.shared,
+            table: &self.inner,
+            queue_rx: &self.queue_rx,
+            sink_tx: &self.sink_tx,
+        }
+    }
+}
+
+/// Encodes one table's queued events into batches and hands them to the sink channel:
+/// what the dispatcher thread and the pool's workers both do.
+struct Drain<'a> {
+    shared: &'a Shared,
+    table: &'a DispatcherShared,
+    queue_rx: &'a Receiver<Queued>,
+    sink_tx: &'a Sender<Batch>,
+}
+
+impl Drain<'_> {
     /// Moves what is queued right now into `pending`, up to [`MAX_BATCH_EVENTS`],
     /// without waiting.
     ///
@@ -425,12 +471,12 @@ impl Worker {
         }
         permit.settle(bytes);
         Ok(Batch {
-            table: self.inner.table.clone(),
+            table: self.table.table.clone(),
             messages,
             events,
             ddl,
             ack: Ack {
-                progress: Arc::clone(&self.inner.progress),
+                progress: Arc::clone(&self.table.progress),
                 events: events as u64,
                 permit,
             },
@@ -445,7 +491,7 @@ impl Worker {
         let limit = self.shared.quota.capacity();
         if size > limit {
             return Err(Error::EventTooLarge {
-                table: self.inner.table.clone(),
+                table: self.table.table.clone(),
                 commit_ts: event.commit_ts(),
                 size,
                 limit,
@@ -456,6 +502,88 @@ impl Worker {
 
     /// Hands a batch to the sink channel; false once the changefeed is going down.
     fn deliver(&self, batch: Batch) -> bool {
-        send_unless_aborted(&self.sink_tx, batch, &self.shared.abort_rx, None).is_ok()
+        send_unless_aborted(self.sink_tx, batch, &self.shared.abort_rx, None).is_ok()
+    }
+}
+
+/// A worker of the dispatcher pool: serves whichever table the ready queue hands it.
+struct PoolWorker {
+    shared: Arc<Shared>,
+    ready_rx: Receiver<Option<Arc<DispatcherShared>>>,
+    sink_tx: Sender<Batch>,
+}
+
+impl PoolWorker {
+    /// Serves tables until told to exit (`None`, once every table is done after a
+    /// close) or the abort line drops.
+    fn run(self) {
+        loop {
+            let next = select! {
+                recv(self.ready_rx) -> next => next,
+                recv(self.shared.abort_rx) -> _ => return,
+            };
+            let Ok(Some(table)) = next else { return };
+            if !self.visit(&table) {
+                return;
+            }
+        }
+    }
+
+    /// Drains what `table` has queued (a run of up to [`MAX_BATCH_EVENTS`] events, all
+    /// of it delivered), then puts it back in the ready queue, seals it after a stop, or
+    /// lets it go idle. False once the changefeed is going down.
+    fn visit(&self, table: &Arc<DispatcherShared>) -> bool {
+        let drain = Drain {
+            shared: &self.shared,
+            table,
+            queue_rx: &table.queue_rx,
+            sink_tx: &self.sink_tx,
+        };
+        let served = catch_unwind(AssertUnwindSafe(|| -> Result<bool> {
+            let mut pending = VecDeque::with_capacity(MAX_BATCH_EVENTS);
+            drain.take_queued(&mut pending);
+            while !pending.is_empty() {
+                let batch = drain.build(&mut pending)?;
+                if !drain.deliver(batch) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }));
+        let error = match served {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => return false,
+            Ok(Err(error)) => Some(error),
+            Err(payload) => Some(Error::DispatcherPanicked {
+                table: table.table.clone(),
+                message: panic_text(&*payload),
+            }),
+        };
+        if let Some(error) = error {
+            log::debug!("dispatcher of {} failed: {error}", table.table);
+            // Only the first fault matters; the channel holds one. The table stays
+            // claimed (never served again); its senders stay blocked until released.
+            let _ = self.shared.fault_tx.try_send(error);
+            self.shared.table_done(table);
+            return true;
+        }
+        let pool = self.shared.pool.as_ref().expect("a pool worker has a pool");
+        if !table.queue_rx.is_empty() {
+            // More came: behind the tables already waiting.
+            let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+        } else if table.stopping.load(Ordering::SeqCst) {
+            // A send that passed its checks before the stop holds the order lock until
+            // its event is queued: wait for it, then look again.
+            let _order = table.order.lock();
+            if table.queue_rx.is_empty() {
+                drop(_order);
+                self.shared.table_done(table);
+            } else {
+                let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+            }
+        } else if table.unclaim() {
+            let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+        }
+        true
     }
 }

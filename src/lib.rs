@@ -57,9 +57,9 @@ pub use dispatcher::{Dispatcher, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 pub use error::{Error, Result, SendError, TrySendError};
 pub use event::{Column, DdlChange, Event, RowChange, RowKind, TableName, Value};
 pub use manager::{
-    default_node, Builder, DispatcherManager, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMORY_QUOTA,
-    DEFAULT_REPORT_HANDOFF,
+    default_dispatcher_threads, default_node, Builder, DispatcherManager, DEFAULT_CHANNEL_CAPACITY,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_DISPATCHER_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MEMORY_QUOTA, DEFAULT_REPORT_HANDOFF, MAX_DEFAULT_DISPATCHER_THREADS,
 };
 pub use shared::REPORT_TIMEOUT;
 pub use status::{DispatcherStatus, HeartBeat, RunningError, State, Status};

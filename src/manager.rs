@@ -6,7 +6,8 @@
 //!
 //! | thread | spawned by | joined by | stops when |
 //! |---|---|---|---|
-//! | `cf-<id>-dispatcher-<table>` | `add_dispatcher` | the watcher (or `close` on timeout) | its stop or the abort line drops, or the sink channel disconnects |
+//! | `cf-<id>-dispatch-<i>` (the pool, [`Builder::dispatcher_threads`]) | `start` | the watcher (or `close` on timeout) | every table is done after a close, or the abort line drops |
+//! | `cf-<id>-dispatcher-<table>` ([`Builder::thread_per_dispatcher`]) | `add_dispatcher` | the watcher (or `close` on timeout) | its stop or the abort line drops, or the sink channel disconnects |
 //! | `cf-<id>-sink` | `start` | the watcher | the sink channel has no senders left, the abort line drops, or the sink fails |
 //! | `cf-<id>-heartbeat` | `start` (with a maintainer) | the watcher | its stop line drops |
 //! | `cf-<id>-watcher` | `start` | `close`, `wait` or `Drop` | everything above has stopped |
@@ -21,17 +22,17 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Sender};
 use parking_lot::Mutex;
 
 use crate::deadline;
 use crate::dispatcher::{self, Dispatcher};
 use crate::error::{Error, Result};
 use crate::event::TableName;
-use crate::shared::{spawn, Config, Shared};
+use crate::shared::{spawn, Config, Pool, Shared};
 use crate::sink::{Batch, Sink};
 use crate::status::{HeartBeat, State, Status};
 use crate::{heartbeat, sink_thread, watcher};
@@ -48,6 +49,17 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`Builder::report_handoff`].
 pub const DEFAULT_REPORT_HANDOFF: Duration = Duration::from_millis(10);
+/// Most threads [`default_dispatcher_threads`] suggests.
+pub const MAX_DEFAULT_DISPATCHER_THREADS: usize = 16;
+
+/// A pool size for [`Builder::dispatcher_threads`]: the machine's cores (as
+/// `std::thread::available_parallelism` says), at least 2 and at most
+/// [`MAX_DEFAULT_DISPATCHER_THREADS`].
+pub fn default_dispatcher_threads() -> usize {
+    thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, MAX_DEFAULT_DISPATCHER_THREADS)
+}
 
 /// Configures and starts a [`DispatcherManager`]; from [`DispatcherManager::builder`].
 #[derive(Debug)]
@@ -127,6 +139,25 @@ impl Builder {
         self
     }
 
+    /// A pool of `threads` dispatcher threads encodes and delivers every table's events
+    /// (each table drained by one thread at a time, so its order holds; an idle table
+    /// costs no thread and no CPU): the engine's thread count no longer grows with the
+    /// tables. At least 1; [`default_dispatcher_threads`] is a good start. Not yet the
+    /// default: with many busy producers per core the pool's threads get less of the
+    /// CPU than a thread per table would (the report's throughput section, 64 tables),
+    /// which the next step of issue 11 addresses.
+    pub fn dispatcher_threads(mut self, threads: usize) -> Builder {
+        self.config.dispatcher_threads = Some(threads);
+        self
+    }
+
+    /// One dispatcher thread per table, `cf-<id>-dispatcher-<table>` (the default): the
+    /// thread count grows with the tables.
+    pub fn thread_per_dispatcher(mut self) -> Builder {
+        self.config.dispatcher_threads = None;
+        self
+    }
+
     /// The commit ts the changefeed starts from; the checkpoint never goes below it.
     /// Default 0.
     pub fn start_ts(mut self, ts: u64) -> Builder {
@@ -161,6 +192,12 @@ impl Builder {
         }
         if c.close_timeout.is_zero() {
             return Err(Error::config("close_timeout", "must be greater than 0"));
+        }
+        if c.dispatcher_threads == Some(0) {
+            return Err(Error::config(
+                "dispatcher_threads",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -199,6 +236,7 @@ impl DispatcherManager {
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
                 report_handoff: DEFAULT_REPORT_HANDOFF,
                 start_ts: 0,
+                dispatcher_threads: None,
             },
             maintainer: None,
         }
@@ -215,6 +253,9 @@ impl DispatcherManager {
         let (fault_tx, fault_rx) = bounded::<Error>(1);
         let (sink_exit_tx, sink_exit_rx) = bounded::<Option<Error>>(1);
         let (heartbeat_stop, heartbeat_stop_rx) = bounded::<()>(0);
+        // The pool's ready queue: each table at most once, so bounded by the tables.
+        let (ready_tx, ready_rx) = unbounded();
+        let pool = config.dispatcher_threads.map(|n| Pool::new(ready_tx, n));
         let shared = Shared::new(
             config,
             maintainer,
@@ -224,10 +265,16 @@ impl DispatcherManager {
             (abort_tx, abort_rx),
             fault_tx,
             heartbeat_stop,
+            pool,
         );
         // Until disarmed, a failed spawn below stops what was started.
         let terminator = Terminator(&shared);
         let id = &shared.config.changefeed;
+        if let (Some(pool), Some(sink_tx)) = (&shared.pool, shared.sink_sender()) {
+            let threads = dispatcher::spawn_pool(&shared, pool.threads, &ready_rx, &sink_tx);
+            drop(ready_rx);
+            shared.registry.lock().threads.extend(threads?);
+        }
 
         let sink_thread = {
             let shared = Arc::clone(&shared);
@@ -301,7 +348,20 @@ impl DispatcherManager {
         let Some(sink_tx) = shared.sink_sender() else {
             return Err(shared.refusal());
         };
-        let (inner, thread) = dispatcher::spawn_dispatcher(shared, table.clone(), sink_tx)?;
+        let inner = match &shared.pool {
+            Some(pool) => {
+                drop(sink_tx);
+                let inner = dispatcher::pooled_dispatcher(shared, table.clone());
+                pool.live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                reg.active.insert(table, Arc::clone(&inner));
+                return Ok(Dispatcher::new(inner, Arc::clone(shared)));
+            }
+            None => {
+                let (inner, thread) = dispatcher::spawn_dispatcher(shared, table.clone(), sink_tx)?;
+                reg.threads.push(thread);
+                inner
+            }
+        };
         reg.active.insert(table, Arc::clone(&inner));
         // Join the threads of removed dispatchers that have finished, so the list
         // stays as long as the live ones.
@@ -312,7 +372,6 @@ impl DispatcherManager {
             let _ = t.join();
         }
         reg.threads = live;
-        reg.threads.push(thread);
         Ok(Dispatcher::new(inner, Arc::clone(shared)))
     }
 
@@ -328,6 +387,10 @@ impl DispatcherManager {
             });
         };
         d.remove();
+        // On the pool a worker drains what it queued, seals it and marks it done.
+        if let Some(pool) = &self.shared.pool {
+            pool.schedule(&d);
+        }
         reg.retired.push(d);
         Ok(())
     }

@@ -32,7 +32,7 @@
 //! [`Builder::report_handoff`]: crate::Builder::report_handoff
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -61,6 +61,40 @@ pub(crate) struct Config {
     pub close_timeout: Duration,
     pub report_handoff: Duration,
     pub start_ts: u64,
+    /// Dispatcher threads serving every table (`None`: a thread per table).
+    pub dispatcher_threads: Option<usize>,
+}
+
+/// The dispatcher pool: a fixed number of worker threads serve every table. A table with
+/// queued events is in the ready queue once ([`DispatcherShared::claim`]); a worker takes
+/// it, drains a run of its queue into batches, and puts it back if more came. The ready
+/// queue holds each table at most once, so its length is bounded by the number of
+/// tables; `None` entries tell workers to exit once every table is done after a close.
+pub(crate) struct Pool {
+    pub ready_tx: Sender<Option<Arc<DispatcherShared>>>,
+    pub threads: usize,
+    /// Tables not yet done (added, and not yet drained and sealed after a stop).
+    pub live: AtomicUsize,
+    finished: AtomicBool,
+}
+
+impl Pool {
+    pub fn new(ready_tx: Sender<Option<Arc<DispatcherShared>>>, threads: usize) -> Pool {
+        Pool {
+            ready_tx,
+            threads,
+            live: AtomicUsize::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts `table` in the ready queue unless it is there or being served.
+    pub fn schedule(&self, table: &Arc<DispatcherShared>) {
+        if table.claim() {
+            // Fails only once every worker has gone (a release): nothing to serve then.
+            let _ = self.ready_tx.send(Some(Arc::clone(table)));
+        }
+    }
 }
 
 /// A monotonically increasing counter.
@@ -146,6 +180,8 @@ pub(crate) struct Shared {
     phase_changed: Condvar,
     lines: Mutex<Lines>,
     pub registry: Mutex<Registry>,
+    /// The dispatcher pool (`None`: a thread per table).
+    pub pool: Option<Pool>,
     last_checkpoint: AtomicU64,
     /// The changefeed's watermark as last computed, for the error heartbeat.
     last_resolved: AtomicU64,
@@ -167,8 +203,10 @@ impl Shared {
         abort: (Sender<()>, Receiver<()>),
         fault_tx: Sender<Error>,
         heartbeat_stop: Sender<()>,
+        pool: Option<Pool>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            pool,
             interrupter,
             quota: Quota::new(config.memory_quota),
             signal: Arc::default(),
@@ -317,7 +355,7 @@ impl Shared {
         // Senders waiting for quota have not been accepted: hand their events back.
         self.quota.close();
         for d in self.registry.lock().active.values() {
-            d.stop();
+            self.stop_table(d);
         }
         for d in self.all_dispatchers_unpruned() {
             d.wake_senders();
@@ -327,6 +365,7 @@ impl Shared {
         lines.sink_tx = None;
         drop(lines);
         drop(phase);
+        self.finish_pool_if_done();
         self.phase_changed.notify_all();
         self.signal.notify();
     }
@@ -412,8 +451,47 @@ impl Shared {
         drop(lines);
         for d in &dispatchers {
             d.stop();
+            // The pool's workers are leaving on the abort line: nothing more is served,
+            // so every table is done (`wait_exited` returns).
+            if self.pool.is_some() {
+                d.mark_exited();
+            }
         }
         self.signal.notify();
+    }
+
+    /// Tells a table to drain and be done: its thread sees the stop line; on the pool a
+    /// worker is sent to it.
+    pub fn stop_table(&self, d: &Arc<DispatcherShared>) {
+        d.stop();
+        if let Some(pool) = &self.pool {
+            pool.schedule(d);
+        }
+    }
+
+    /// On the pool: `d` is done (drained and sealed, or failed). The last table done
+    /// after a close sends the workers home.
+    pub fn table_done(&self, d: &DispatcherShared) {
+        if let Some(pool) = &self.pool {
+            if d.mark_exited() {
+                pool.live.fetch_sub(1, Ordering::SeqCst);
+                self.finish_pool_if_done();
+            }
+        }
+    }
+
+    /// Once sends are refused and every table is done, each pool worker gets a `None`
+    /// and exits (their senders of the sink channel drop with them).
+    fn finish_pool_if_done(&self) {
+        let Some(pool) = &self.pool else { return };
+        if !self.is_accepting()
+            && pool.live.load(Ordering::SeqCst) == 0
+            && !pool.finished.swap(true, Ordering::SeqCst)
+        {
+            for _ in 0..pool.threads {
+                let _ = pool.ready_tx.send(None);
+            }
+        }
     }
 
     /// Every dispatcher, removed ones included, in flight or not.

@@ -127,22 +127,41 @@ fn release_when_closing(manager: &DispatcherManager, control: &FaultControl) {
     control.release_acks();
 }
 
+/// 100 idle tables: on the pool (3 threads here) the engine's dispatcher threads stay 3
+/// whatever the tables; with a thread per table there are 100. Either way close stops
+/// them all and later sends are refused.
 #[test]
 fn idle_dispatchers_stop_on_close() {
-    let (sink, _control) = FaultSink::new();
-    let manager = DispatcherManager::builder("cl3").start(sink).unwrap();
-    let handles: Vec<_> = (0..100)
-        .map(|i| manager.add_dispatcher(table(i)).unwrap())
-        .collect();
-    assert_eq!(wait_threads("cf-cl3-dispatch", 100).len(), 100);
-    manager.close().unwrap();
-    assert!(wait_no_threads("cf-cl3-", HANG_GUARD).is_empty());
-    let e = handles[0].send(row(&table(0), 1, 1, 0)).unwrap_err();
-    assert_eq!(e.cause.code(), "CDC:ErrChangefeedClosed");
-    assert!(
-        format!("{e:?}").contains("event: .."),
-        "Debug hides the event: {e:?}"
-    );
+    for (id, per_table) in [("cl3p", false), ("cl3t", true)] {
+        let (sink, _control) = FaultSink::new();
+        let builder = DispatcherManager::builder(id);
+        let builder = if per_table {
+            builder.thread_per_dispatcher()
+        } else {
+            builder.dispatcher_threads(3)
+        };
+        let manager = builder.start(sink).unwrap();
+        let handles: Vec<_> = (0..100)
+            .map(|i| manager.add_dispatcher(table(i)).unwrap())
+            .collect();
+        let expected = if per_table { 100 } else { 3 };
+        // (The OS keeps 15 bytes of a thread name.)
+        let prefix = format!("cf-{id}-disp");
+        assert_eq!(wait_threads(&prefix, expected).len(), expected, "{id}");
+        assert_eq!(
+            threads_named(&prefix).len(),
+            expected,
+            "{id}: no more than that"
+        );
+        manager.close().unwrap();
+        assert!(wait_no_threads(&format!("cf-{id}-"), HANG_GUARD).is_empty());
+        let e = handles[0].send(row(&table(0), 1, 1, 0)).unwrap_err();
+        assert_eq!(e.cause.code(), "CDC:ErrChangefeedClosed");
+        assert!(
+            format!("{e:?}").contains("event: .."),
+            "Debug hides the event: {e:?}"
+        );
+    }
 }
 
 #[test]

@@ -17,8 +17,19 @@ fn run_until_failure(
     tables: usize,
     poison: Option<&str>,
 ) -> (Vec<changefeed::HeartBeat>, changefeed::Error, Vec<String>) {
+    run_until_failure_on(id, DispatcherManager::builder(id), sink, tables, poison)
+}
+
+/// [`run_until_failure`] with the builder given (e.g. with a dispatcher pool).
+fn run_until_failure_on(
+    id: &str,
+    builder: changefeed::Builder,
+    sink: FaultSink,
+    tables: usize,
+    poison: Option<&str>,
+) -> (Vec<changefeed::HeartBeat>, changefeed::Error, Vec<String>) {
     let (maintainer, heartbeats) = bounded(1024);
-    let manager = DispatcherManager::builder(id)
+    let manager = builder
         .maintainer(maintainer)
         .heartbeat_interval(Duration::from_millis(20))
         .start(sink)
@@ -131,6 +142,34 @@ fn dispatcher_panic_is_reported_with_its_text() {
         causes.iter().all(|c| c == "CDC:ErrDispatcherPanicked"),
         "{causes:?}"
     );
+}
+
+/// The same on the dispatcher pool: a worker's panic is caught, reported once, and
+/// every sender stops.
+#[test]
+fn dispatcher_panic_on_the_pool_is_reported_with_its_text() {
+    let (sink, _control) = FaultSink::new();
+    let builder = DispatcherManager::builder("fe4p").dispatcher_threads(2);
+    let (hbs, error, causes) = run_until_failure_on("fe4p", builder, sink, 3, Some("panic"));
+    assert_one_report(
+        &hbs,
+        "CDC:ErrDispatcherPanicked",
+        "encoder exploded on db.t0 at 50",
+    );
+    assert!(error.to_string().contains("db.t0"), "{error}");
+    assert!(
+        causes.iter().all(|c| c == "CDC:ErrDispatcherPanicked"),
+        "{causes:?}"
+    );
+}
+
+#[test]
+fn encoding_failure_on_the_pool_closes_through_the_same_path() {
+    let (sink, _control) = FaultSink::new();
+    let builder = DispatcherManager::builder("fe5p").dispatcher_threads(2);
+    let (hbs, error, _) = run_until_failure_on("fe5p", builder, sink, 2, Some("bad"));
+    assert_one_report(&hbs, "CDC:ErrSinkIO", "unencodable value");
+    assert_eq!(error.code(), "CDC:ErrSinkIO");
 }
 
 #[test]

@@ -91,10 +91,26 @@ fn checkpoint_is_the_minimum_over_tables_and_never_below_start_ts() {
 
 #[test]
 fn per_table_order_at_the_sink_equals_send_order() {
+    // A thread per table, and the pool (3 threads for 16 tables).
+    for pool in [None, Some(3)] {
+        order_at_the_sink(pool);
+    }
+}
+
+/// The builder of changefeed `id`: a pool of `pool` dispatcher threads, or a thread per
+/// table.
+fn builder(id: &str, pool: Option<usize>) -> changefeed::Builder {
+    match pool {
+        Some(n) => DispatcherManager::builder(format!("{id}p")).dispatcher_threads(n),
+        None => DispatcherManager::builder(id).thread_per_dispatcher(),
+    }
+}
+
+fn order_at_the_sink(pool: Option<usize>) {
     const TABLES: usize = 16;
     const ROWS: u64 = 3000;
     let (sink, control) = FaultSink::new();
-    let manager = DispatcherManager::builder("ord")
+    let manager = builder("ord", pool)
         .channel_capacity(8)
         .dispatcher_capacity(16)
         .start(sink)
@@ -227,8 +243,14 @@ fn quota_bounds_in_flight_bytes_and_is_returned_after_close() {
 
 #[test]
 fn removed_dispatcher_delivers_what_it_accepted() {
+    for pool in [None, Some(2)] {
+        removed_dispatcher(pool);
+    }
+}
+
+fn removed_dispatcher(pool: Option<usize>) {
     let (sink, control) = FaultSink::new();
-    let manager = DispatcherManager::builder("rm").start(sink).unwrap();
+    let manager = builder("rm", pool).start(sink).unwrap();
     let d = manager.add_dispatcher(table(0)).unwrap();
     for seq in 1..=100 {
         d.send(row(&table(0), seq, seq, 0)).unwrap();
@@ -273,6 +295,10 @@ fn builder_rejects_invalid_values_naming_them() {
             "close_timeout",
         ),
         (DispatcherManager::builder("x").node(" "), "node"),
+        (
+            DispatcherManager::builder("x").dispatcher_threads(0),
+            "dispatcher_threads",
+        ),
     ];
     for (builder, param) in cases {
         let (sink, _) = FaultSink::new();

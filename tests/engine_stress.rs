@@ -35,6 +35,8 @@ struct Plan {
     ending: Ending,
     stop_after_sends: u64,
     channel_capacity: usize,
+    /// The dispatcher pool's size, or `None` for a thread per table.
+    pool: Option<usize>,
 }
 
 fn plan(seed: u64) -> Plan {
@@ -62,6 +64,7 @@ fn plan(seed: u64) -> Plan {
         ending,
         stop_after_sends: rng.u64(0..400),
         channel_capacity: rng.usize(1..=8),
+        pool: rng.bool().then(|| rng.usize(1..=4)),
     }
 }
 
@@ -71,7 +74,11 @@ fn run(p: &Plan, id: &str) {
         None => FaultSink::new(),
     };
     let (maintainer, heartbeats) = bounded(4096);
-    let manager = DispatcherManager::builder(id)
+    let builder = match p.pool {
+        Some(threads) => DispatcherManager::builder(id).dispatcher_threads(threads),
+        None => DispatcherManager::builder(id).thread_per_dispatcher(),
+    };
+    let manager = builder
         .maintainer(maintainer)
         .heartbeat_interval(Duration::from_millis(5))
         .close_timeout(Duration::from_millis(200))
