@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -193,6 +193,8 @@ impl Dispatcher {
         if !self.shared.is_accepting() {
             return fail(event, self.shared.refusal());
         }
+        // Declared before the order lock, so it runs after the lock is released.
+        let _leaving = Leaving(self);
         let mut order = match wait {
             Wait::Forever => self.inner.order.lock(),
             Wait::Until(deadline) => match self.inner.order.try_lock_until(deadline) {
@@ -276,6 +278,22 @@ impl Dispatcher {
             table: self.inner.table.clone(),
             commit_ts,
             min_allowed,
+        }
+    }
+}
+
+/// Runs when a `send` has released its table's order lock: on the pool, a stopped table
+/// whose worker found the lock taken (it does not wait for it, see
+/// [`PoolWorker::visit`]) is put back in the ready queue by the send that held it.
+struct Leaving<'a>(&'a Dispatcher);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.0.shared.pool {
+            fence(Ordering::SeqCst);
+            if self.0.inner.stopping.load(Ordering::SeqCst) {
+                pool.schedule(&self.0.inner);
+            }
         }
     }
 }
@@ -573,13 +591,28 @@ impl PoolWorker {
             let _ = pool.ready_tx.send(Some(Arc::clone(table)));
         } else if table.stopping.load(Ordering::SeqCst) {
             // A send that passed its checks before the stop holds the order lock until
-            // its event is queued: wait for it, then look again.
-            let _order = table.order.lock();
-            if table.queue_rx.is_empty() {
-                drop(_order);
-                self.shared.table_done(table);
-            } else {
-                let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+            // its event is queued. Not waited for here: it may be waiting for quota that
+            // only other tables' deliveries free, and this worker may be the one to make
+            // them. The send puts the table back as it leaves ([`Leaving`]).
+            match table.order.try_lock() {
+                Some(order) => {
+                    let empty = table.queue_rx.is_empty();
+                    drop(order);
+                    if empty {
+                        self.shared.table_done(table);
+                    } else {
+                        let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+                    }
+                }
+                None => {
+                    table.scheduled.store(false, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    // Either the send that held the lock sees the table unclaimed and
+                    // claims it, or this sees the lock free and claims it back.
+                    if !table.order.is_locked() && table.claim() {
+                        let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+                    }
+                }
             }
         } else if table.unclaim() {
             let _ = pool.ready_tx.send(Some(Arc::clone(table)));
