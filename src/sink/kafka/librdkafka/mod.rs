@@ -291,6 +291,15 @@ impl LibrdkafkaClient {
     }
 }
 
+/// How long the next metadata request of a wait that ends at `deadline` may take: one
+/// [`METADATA_ROUND`] or what is left, at least a millisecond.
+fn metadata_round(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .min(METADATA_ROUND)
+        .max(Duration::from_millis(1))
+}
+
 /// A connection failure librdkafka reported that retrying cannot mend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TlsFailure {
@@ -409,10 +418,7 @@ impl Client for LibrdkafkaClient {
         let mut seen = Vec::new();
         loop {
             interrupt.check()?;
-            let round = deadline
-                .saturating_duration_since(Instant::now())
-                .min(METADATA_ROUND)
-                .max(Duration::from_millis(1));
+            let round = metadata_round(deadline);
             let answer = Self::fetch_partitions(&producer, &topic, round);
             // Client-level errors arrive as events on the queue `poll` serves.
             producer.poll(Duration::ZERO);
@@ -472,10 +478,7 @@ impl Client for LibrdkafkaClient {
         let deadline = Instant::now() + self.config.dial_timeout;
         loop {
             interrupt.check()?;
-            let round = deadline
-                .saturating_duration_since(Instant::now())
-                .min(METADATA_ROUND)
-                .max(Duration::from_millis(1));
+            let round = metadata_round(deadline);
             match Self::fetch_partitions(producer, topic, round) {
                 Ok(count) => {
                     self.partitions.insert(topic.to_string(), count);
