@@ -588,7 +588,7 @@ impl PoolWorker {
         let pool = self.shared.pool.as_ref().expect("a pool worker has a pool");
         if !table.queue_rx.is_empty() {
             // More came: behind the tables already waiting.
-            let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+            pool.requeue(table);
         } else if table.stopping.load(Ordering::SeqCst) {
             // A send that passed its checks before the stop holds the order lock until
             // its event is queued. Not waited for here: it may be waiting for quota that
@@ -601,7 +601,7 @@ impl PoolWorker {
                     if empty {
                         self.shared.table_done(table);
                     } else {
-                        let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+                        pool.requeue(table);
                     }
                 }
                 None => {
@@ -610,12 +610,12 @@ impl PoolWorker {
                     // Either the send that held the lock sees the table unclaimed and
                     // claims it, or this sees the lock free and claims it back.
                     if !table.order.is_locked() && table.claim() {
-                        let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+                        pool.requeue(table);
                     }
                 }
             }
         } else if table.unclaim() {
-            let _ = pool.ready_tx.send(Some(Arc::clone(table)));
+            pool.requeue(table);
         }
         true
     }

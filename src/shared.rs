@@ -91,9 +91,14 @@ impl Pool {
     /// Puts `table` in the ready queue unless it is there or being served.
     pub fn schedule(&self, table: &Arc<DispatcherShared>) {
         if table.claim() {
-            // Fails only once every worker has gone (a release): nothing to serve then.
-            let _ = self.ready_tx.send(Some(Arc::clone(table)));
+            self.requeue(table);
         }
+    }
+
+    /// Puts a claimed `table` (its claimer's) at the back of the ready queue.
+    pub fn requeue(&self, table: &Arc<DispatcherShared>) {
+        // Fails only once every worker has gone (a release): nothing to serve then.
+        let _ = self.ready_tx.send(Some(Arc::clone(table)));
     }
 }
 

@@ -28,9 +28,6 @@ pub(crate) struct DispatcherShared {
     /// Held by a sender for its whole `send`, so one table's events enter the queue in
     /// the order they passed the checks; taken by the thread to seal the queue on close.
     pub order: Mutex<Order>,
-    /// Keeps the queue connected if the thread dies, so that its senders stay blocked
-    /// until the watcher has reported and drops the abort line.
-    pub spare_rx: Mutex<Option<Receiver<Queued>>>,
     pub stop_tx: Mutex<Option<Sender<()>>>,
     /// Dropped when sends stop being accepted (close or failure): wakes a `send` blocked
     /// on the full queue, which hands its event back. One line per table, not one for
@@ -45,8 +42,9 @@ pub(crate) struct DispatcherShared {
     /// The pool's hold of `exited` (dropped when the table is done); `None` with a
     /// thread per dispatcher.
     pub exited_tx: Mutex<Option<Sender<()>>>,
-    /// The queue's receiving end, for the pool's workers (a thread per dispatcher owns
-    /// its own).
+    /// The queue's receiving end: the pool's workers drain it (a thread per dispatcher
+    /// owns a clone), and it keeps the queue connected if the thread dies, so that its
+    /// senders stay blocked until the watcher has reported and drops the abort line.
     pub queue_rx: Receiver<Queued>,
     /// On the pool: true while the table is in the ready queue or a worker serves it,
     /// so at most one worker drains it at a time (its events stay in order).
@@ -97,7 +95,6 @@ impl DispatcherShared {
             table,
             queue_tx,
             queue_rx: queue_rx.clone(),
-            spare_rx: Mutex::new(Some(queue_rx.clone())),
             order: Mutex::new(Order::default()),
             stop_tx: Mutex::new(Some(stop_tx)),
             removed: AtomicBool::new(false),
@@ -141,14 +138,12 @@ impl DispatcherShared {
         (!self.queue_rx.is_empty() || self.stopping.load(Ordering::SeqCst)) && self.claim()
     }
 
-    /// Drops the spare receiver and what the queue still holds (after a failure or a
-    /// close timeout; sends are refused by then). Waits for a send in progress first —
+    /// Drops what the queue still holds (after a failure or a close timeout; sends are
+    /// refused by then), returning its quota. Waits for a send in progress first —
     /// it is being woken — so that nothing it queues is left behind.
     pub fn release(&self) {
         let _order = self.order.lock();
-        if let Some(spare) = self.spare_rx.lock().take() {
-            while spare.try_recv().is_ok() {}
-        }
+        while self.queue_rx.try_recv().is_ok() {}
     }
 
     /// Wakes a send blocked on the full queue; it sees sends refused and hands its
